@@ -1,0 +1,126 @@
+"""Content-addressed store for step outputs and validation results.
+
+Keys hash the input's digest, the step's config, the versions of the libraries it calls and
+the source of the code that runs it, so an edit to any of those rebuilds and nothing else
+does. Entries are written to a private temporary folder and renamed into place: a killed
+build leaves at most an orphan temporary folder, never a half entry, and two builds racing
+for the same key both end with one complete entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ENTRY = "entry.json"
+FORMAT = 1
+
+
+def default_root() -> Path:
+    env = os.environ.get("OPTIMIZER_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "optimizer"
+
+
+@cache
+def dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    return {n: dist_version(n) for n in names}
+
+
+@cache
+def code_digest(*files: str) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+def make_key(parts: dict[str, Any]) -> str:
+    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != ENTRY:
+            out[p.relative_to(folder).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+
+    def _path(self, key: str) -> Path:
+        return self.objects / key[:2] / key
+
+    def get_dir(self, key: str) -> Path | None:
+        """The entry's folder if it is complete and its files still match their digests."""
+        path = self._path(key)
+        entry = path / ENTRY
+        if not entry.is_file():
+            return None
+        try:
+            recorded = json.loads(entry.read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            return None
+        if _file_digests(path) != recorded:
+            return None  # tampered or bit-rotted: treat as a miss and rebuild
+        return path
+
+    @contextmanager
+    def put_dir(self, key: str, meta: dict[str, Any] | None = None) -> Iterator[Path]:
+        """Yields an empty folder to fill; publishes it atomically if the block succeeds."""
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
+        try:
+            yield tmp
+            entry = {"key": key, "meta": meta or {}, "files": _file_digests(tmp)}
+            (tmp / ENTRY).write_text(json.dumps(entry, indent=1, sort_keys=True))
+            _fsync_tree(tmp)
+            if final.exists() and self.get_dir(key) is None:
+                shutil.rmtree(final, ignore_errors=True)  # a corrupt entry we may replace
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if self.get_dir(key) is None:  # not a lost race: a real failure
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def get_json(self, key: str) -> Any | None:
+        path = self._path(key) / "result.json"
+        return json.loads(path.read_text()) if self.get_dir(key) else None
+
+    def put_json(self, key: str, data: Any) -> None:
+        with self.put_dir(key) as tmp:
+            (tmp / "result.json").write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())

@@ -1,0 +1,152 @@
+"""The `optimizer` command: thin; parses, calls, prints. Exit codes: 0 ok, 1 gate, 2 input."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from optimizer import __version__
+from optimizer.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, OptimizerError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Build small, fast, validated AWS Lambda artifacts from image models.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"optimizer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """optimizer: trained image models in, Lambda-ready artifacts out."""
+
+
+def _emit(as_json: bool, doc: dict[str, Any], text: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        text()
+
+
+def _guard(as_json: bool, fn: Callable[[], int]) -> None:
+    """Runs a command; known failures become one line on stderr (or JSON) and an exit code."""
+    try:
+        code = fn()
+    except OptimizerError as exc:
+        if as_json:
+            sys.stdout.write(json.dumps({"ok": False, "exit_code": exc.exit_code,
+                                         "error": str(exc)}) + "\n")
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; nothing was published", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def build(
+    recipe: RecipeArg,
+    out: Annotated[Path | None, typer.Option(help="output folder [default: artifacts/NAME]")]
+    = None,
+    force: Annotated[bool, typer.Option("--force", help="ignore the cache; rebuild all")]
+    = False,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="cache folder [default: $OPTIMIZER_CACHE or ~/.cache/optimizer]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a recipe end to end and write its artifacts and report."""
+
+    def run() -> int:
+        from optimizer.cache import Cache, default_root
+        from optimizer.pipeline import build as do_build
+        from optimizer.progress import Progress
+        from optimizer.recipe import load_recipe
+
+        parsed = load_recipe(recipe)
+        progress = Progress()
+        result = do_build(parsed, recipe, out, Cache(cache_dir or default_root()), progress,
+                          force=force)
+        r = result.report
+
+        def text() -> None:
+            from optimizer.report.console import print_summary
+
+            print_summary(r, result.out_dir, progress.console)
+
+        _emit(as_json, {"ok": r["passed"], "exit_code": result.exit_code,
+                        "out_dir": str(result.out_dir), **r}, text)
+        if not r["passed"]:
+            typer.echo(f"error: gate failed: {r['failure']}", err=True)
+        return EXIT_OK if r["passed"] else EXIT_GATE
+
+    _guard(as_json, run)
+
+
+@app.command()
+def check(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
+    """Validate a recipe without running it."""
+
+    def run() -> int:
+        from optimizer.recipe import load_recipe
+
+        parsed = load_recipe(recipe)
+        doc = {"ok": True, "recipe": str(recipe), "name": parsed.name,
+               "steps": [s.name for s in parsed.steps],
+               "resolved": parsed.model_dump(mode="json", by_alias=True)}
+        _emit(as_json, doc, lambda: typer.echo(
+            f"{recipe}: ok ({parsed.name}: source {parsed.source.kind}, "
+            f"steps {' -> '.join(s.name or s.step for s in parsed.steps)})"))
+        return EXIT_OK
+
+    _guard(as_json, run)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of recipes (for editors)."""
+    from optimizer.recipe import schema as recipe_schema
+
+    typer.echo(json.dumps(recipe_schema(), indent=2))
+
+
+@app.command("targets")
+def targets_cmd(as_json: JsonOpt = False) -> None:
+    """Show the Lambda targets with their limits, memory sizes and prices."""
+    from optimizer import targets
+
+    def text() -> None:
+        from optimizer.report.console import print_targets
+
+        print_targets()
+
+    _emit(as_json, targets.as_dict(), text)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:  # typer's usage errors exit 2 already; keep codes as they are
+        raise SystemExit(exc.code if exc.code is not None else 0) from None
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["EXIT_BAD_INPUT", "app", "main"]

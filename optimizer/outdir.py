@@ -1,0 +1,65 @@
+"""Publishing a build's output folder all at once.
+
+Everything is written to a sibling temporary folder and swapped in under a lock, so readers
+see the old complete output or the new complete output, never a mix, and a killed build
+leaves the previous output untouched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optimizer.report.markdown import render
+
+if TYPE_CHECKING:
+    from optimizer.pipeline import Artifact
+    from optimizer.recipe import Recipe
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def artifact_file(art: Artifact) -> str:
+    suffix = {"onnx": ".onnx", "keras": ".keras", "savedmodel": ""}[art.model.kind]
+    return f"{art.name}{suffix}"
+
+
+def _copy_model(art: Artifact, dest: Path) -> None:
+    if art.model.path.is_dir():
+        shutil.copytree(art.model.path, dest)
+    else:
+        shutil.copy2(art.model.path, dest)
+
+
+def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe) -> None:
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for art in artifacts:
+            if art.candidate or art.step == "architecture":
+                _copy_model(art, tmp / artifact_file(art))
+        src = artifacts[0].model
+        _write_json(tmp / "preprocess.json", src.preprocess.model_dump(mode="json"))
+        _write_json(tmp / "labels.json", src.classes)
+        _write_json(tmp / "report.json", report)
+        (tmp / "report.md").write_text(render(report))
+        with open(out.parent / f".{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = None
+            if out.exists():
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.rename(out, old)
+            os.rename(tmp, out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,259 @@
+"""Runs a recipe: source, steps in order, validation, gates, report, output folder.
+
+The only module that knows about the cache and the output folder; steps just transform.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimizer import __version__, hostinfo, targets
+from optimizer.cache import Cache, code_digest, make_key, versions
+from optimizer.data import Dataset, load_dataset, prepared
+from optimizer.errors import GateFailed
+from optimizer.model import ModelRef, sha256_file, size_bytes
+from optimizer.outdir import artifact_file, publish
+from optimizer.progress import Progress
+from optimizer.recipe import Recipe
+from optimizer.sources import SOURCES
+from optimizer.steps import STEPS
+from optimizer.steps.base import StepContext
+from optimizer.validate import gates as gate_checks
+from optimizer.validate.accuracy import predict, score
+from optimizer.validate.latency import cap_note, measure
+
+_HERE = Path(__file__).parent
+# code every cached result depends on besides the step's own module
+COMMON_CODE = tuple(
+    str(p) for p in (_HERE / "preprocess.py", _HERE / "model.py", *sorted((_HERE / "data").glob("*.py")))
+)
+VALIDATION_CODE = tuple(str(p) for p in sorted((_HERE / "validate").glob("*.py")))
+RUNTIME_LIBS = ("onnxruntime", "tensorflow", "tensorflow-cpu", "keras", "numpy")
+
+
+@dataclass
+class Artifact:
+    name: str
+    step: str
+    model: ModelRef
+    cached: bool
+    seconds: float
+    validation: dict[str, Any] = field(default_factory=dict)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def candidate(self) -> bool:
+        return self.model.is_onnx
+
+    @property
+    def passed(self) -> bool:
+        return all(g["passed"] for g in self.gates)
+
+
+@dataclass
+class BuildResult:
+    report: dict[str, Any]
+    out_dir: Path
+    exit_code: int
+
+
+class Builder:
+    def __init__(self, recipe: Recipe, recipe_file: Path, cache: Cache, progress: Progress,
+                 force: bool = False) -> None:
+        self.recipe, self.recipe_file = recipe, recipe_file
+        self.cache, self.progress, self.force = cache, progress, force
+        self.hits = self.misses = 0
+
+    # --- producing models -------------------------------------------------------------
+
+    def _cached_model(self, key: str, label: str, produce) -> tuple[ModelRef, bool, float]:
+        t0 = time.perf_counter()
+        if not self.force and (hit := self.cache.get_dir(key)):
+            self.hits += 1
+            self.progress.log(f"[green]cached[/] {label}")
+            return ModelRef.read(hit), True, 0.0
+        self.misses += 1
+        self.progress.log(f"[cyan]run[/]    {label}")
+        with self.cache.put_dir(key, {"label": label}) as tmp:
+            ref = produce(tmp)
+            ref.write_meta(tmp)
+        hit = self.cache.get_dir(key)
+        assert hit is not None, "an entry just written must be readable"
+        return ModelRef.read(hit), False, time.perf_counter() - t0
+
+    def _context(self, out_dir: Path, dataset: Dataset) -> StepContext:
+        return StepContext(out_dir=out_dir, recipe=self.recipe, dataset=dataset,
+                           progress=self.progress)
+
+    def source(self, dataset: Dataset) -> Artifact:
+        cfg = self.recipe.source
+        loader = SOURCES[cfg.kind]
+        if not loader.trains:
+            t0 = time.perf_counter()
+            ref = loader.load(cfg, dataset, None)
+            return Artifact("source", cfg.kind, ref, False, time.perf_counter() - t0)
+        key = make_key({
+            "source": cfg.model_dump(mode="json"), "dataset": dataset.digest,
+            "versions": versions(loader.tools),
+            "code": code_digest(loader.module, *COMMON_CODE),
+        })
+        ref, cached, secs = self._cached_model(
+            key, f"source ({cfg.kind} {getattr(cfg, 'architecture', '')})",
+            lambda tmp: loader.load(cfg, dataset, self._context(tmp, dataset)),
+        )
+        return Artifact("source", cfg.kind, ref, cached, secs)
+
+    def steps(self, source: Artifact, dataset: Dataset) -> list[Artifact]:
+        made = {"source": source}
+        out = []
+        for cfg in self.recipe.steps:
+            spec = STEPS[cfg.step]
+            parent = made[cfg.input]
+            key = make_key({
+                "step": cfg.step,
+                "config": cfg.model_dump(mode="json", exclude={"name", "input"}),
+                "input": parent.model.digest,
+                "dataset": dataset.digest if spec.uses_data else None,
+                "target": self.recipe.target.name,
+                "versions": versions(spec.tools),
+                "code": code_digest(spec.module, *COMMON_CODE),
+            })
+            ref, cached, secs = self._cached_model(
+                key, f"{cfg.name} ({cfg.step} <- {cfg.input})",
+                lambda tmp, cfg=cfg, spec=spec, parent=parent: spec.run(
+                    parent.model, cfg, self._context(tmp, dataset)
+                ),
+            )
+            art = Artifact(cfg.name, cfg.step, ref, cached, secs)
+            made[cfg.name] = art
+            out.append(art)
+        return out
+
+    # --- measuring --------------------------------------------------------------------
+
+    def validate(self, art: Artifact, dataset: Dataset) -> None:
+        g, t = self.recipe.gates, self.recipe.target
+        spec = targets.TARGETS[t.name]
+        key = make_key({
+            "validate": art.model.digest, "dataset": dataset.digest,
+            "test_samples": g.test_samples, "latency": g.latency.model_dump(),
+            "threads": t.threads, "isa": spec.isa, "host": hostinfo.fingerprint(),
+            "versions": versions(RUNTIME_LIBS), "code": code_digest(*VALIDATION_CODE),
+        })
+        if not self.force and (hit := self.cache.get_json(key)) is not None:
+            self.hits += 1
+            art.validation = {**hit, "cached": True}
+            return
+        self.misses += 1
+        self.progress.log(f"[cyan]measure[/] {art.name}")
+        x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
+        y = dataset.labels_of("test", g.test_samples)
+        probs = predict(art.model, x)
+        result = score(probs, y, None)
+        result["top1"] = probs.argmax(axis=1).tolist()
+        result["latency"] = measure(art.model, x[:1], t.threads, g.latency.warmup,
+                                    g.latency.runs, spec.isa)
+        result["latency"]["isa_cap"] = cap_note(art.model.kind, t.name)
+        self.cache.put_json(key, result)
+        art.validation = {**result, "cached": False}
+
+    # --- the whole build --------------------------------------------------------------
+
+    def run(self, out_dir: Path) -> BuildResult:
+        started = time.time()
+        t0 = time.perf_counter()
+        dataset = load_dataset(self.recipe.dataset)
+        self.progress.log(
+            f"dataset {dataset.name}: {len(dataset.labels)} images, {len(dataset.classes)} "
+            f"classes, train/val/test {[len(dataset.indices(s)) for s in ('train', 'val', 'test')]}"
+        )
+        source = self.source(dataset)
+        artifacts = [source, *self.steps(source, dataset)]
+        for art in artifacts:
+            self.validate(art, dataset)
+        reference = source.validation["top1"]
+        for art in artifacts:
+            v = art.validation
+            v["agreement"] = round(
+                100.0 * sum(a == b for a, b in zip(v["top1"], reference, strict=True))
+                / max(1, len(reference)), 3)
+            v["size_bytes"] = size_bytes(art.model.path)
+            art.gates = gate_checks.check(art, source, self.recipe)
+        ship = gate_checks.choose(artifacts)
+        seconds = time.perf_counter() - t0
+        report = self._report(dataset, artifacts, ship, started, seconds)
+        publish(out_dir, artifacts, report, self.recipe)
+        exit_code = 0 if ship else GateFailed.exit_code
+        return BuildResult(report=report, out_dir=out_dir, exit_code=exit_code)
+
+    def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,
+                started: float, seconds: float) -> dict[str, Any]:
+        t = self.recipe.target
+        share = targets.vcpus(t.memory_mb)
+        rows = []
+        for art in artifacts:
+            v = {k: val for k, val in art.validation.items() if k != "top1"}
+            lat = v.get("latency", {})
+            # below 1 vCPU Lambda gives a proportional share; scale the single-thread time
+            est_ms = lat.get("p50_ms", 0.0) / min(1.0, share)
+            rows.append({
+                "name": art.name,
+                "step": art.step,
+                "kind": art.model.kind,
+                "file": artifact_file(art),
+                "sha256": sha256_file(art.model.path) if art.model.path.is_file() else None,
+                "digest": art.model.digest,
+                "cached": art.cached,
+                "build_seconds": round(art.seconds, 3),
+                "info": art.model.info,
+                "validation": v,
+                "gates": art.gates,
+                "passed": art.passed,
+                "candidate": art.candidate,
+                "estimate": {
+                    "duration_ms": round(est_ms, 3),
+                    "cost_per_million_usd": round(
+                        targets.cost_per_million(est_ms, t.memory_mb, t.name), 4),
+                    "method": "measured p50 scaled by the CPU share of the memory size; "
+                    "no CPU quota applied",
+                },
+            })
+        failed = None
+        if ship is None:
+            failed = gate_checks.explain_failure(artifacts)
+        return {
+            "tool": {"name": "optimizer", "version": __version__},
+            "recipe": {
+                "name": self.recipe.name, "file": str(self.recipe_file),
+                "digest": self.recipe.digest(),
+                "resolved": self.recipe.model_dump(mode="json", by_alias=True,
+                                                   exclude_defaults=True),
+            },
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(seconds, 2),
+            "cache": {"root": str(self.cache.root), "hits": self.hits, "misses": self.misses,
+                      "all_cached": self.misses == 0},
+            "host": {**hostinfo.cpu(), "versus_target": hostinfo.versus_target(t.name)},
+            "target": {"name": t.name, "runtime": t.runtime, "memory_mb": t.memory_mb,
+                       "vcpus": round(share, 3), "threads": t.threads,
+                       "isa": targets.TARGETS[t.name].isa,
+                       "targets_version": targets.TARGETS_VERSION},
+            "dataset": {"name": dataset.name, "digest": dataset.digest,
+                        "classes": dataset.classes,
+                        "splits": {s: len(dataset.indices(s)) for s in ("train", "val", "test")}},
+            "libraries": hostinfo.library_versions(),
+            "artifacts": rows,
+            "ship": ship.name if ship else None,
+            "ship_file": artifact_file(ship) if ship else None,
+            "passed": ship is not None,
+            "failure": failed,
+        }
+
+
+def build(recipe: Recipe, recipe_file: Path, out_dir: Path | None, cache: Cache,
+          progress: Progress, force: bool = False) -> BuildResult:
+    out = out_dir or Path("artifacts") / recipe.name
+    return Builder(recipe, recipe_file, cache, progress, force).run(out)

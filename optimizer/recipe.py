@@ -1,0 +1,338 @@
+"""Recipes: what to build. A static pydantic tree, loaded from YAML with file:line errors."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from optimizer import targets
+from optimizer.errors import RecipeError
+from optimizer.preprocess import Preprocess
+from optimizer.steps import STEPS, AnyStep
+from optimizer.yamlfile import load as load_yaml
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _resolve(value: Path, info: ValidationInfo, must: str) -> Path:
+    """Relative paths are relative to the recipe file; the file must exist now, not mid-build."""
+    base = (info.context or {}).get("base")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if must == "file" and not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    if must == "dir" and not path.is_dir():
+        raise ValueError(f"folder not found: {path}")
+    if must == "any" and not path.exists():
+        raise ValueError(f"not found: {path}")
+    return path
+
+
+# --- sources -------------------------------------------------------------------------
+
+
+class KerasSource(Strict):
+    kind: Literal["keras"]
+    path: Path = Field(description=".keras or .h5 file, loaded with safe mode on")
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        v = _resolve(v, info, "file")
+        if v.suffix not in (".keras", ".h5"):
+            raise ValueError(f"expected a .keras or .h5 file, got {v.name}")
+        return v
+
+
+class SavedModelSource(Strict):
+    kind: Literal["savedmodel"]
+    path: Path
+    signature: str = "serving_default"
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        v = _resolve(v, info, "dir")
+        if not (v / "saved_model.pb").is_file():
+            raise ValueError(f"{v} has no saved_model.pb")
+        return v
+
+
+class OnnxSource(Strict):
+    kind: Literal["onnx"]
+    path: Path
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info, "file")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(default=10, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=2e-3, gt=0, le=1)
+    seed: int = 0
+
+
+Architecture = Literal[
+    "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50",
+    "Xception",
+]
+
+
+class ArchitectureSource(Strict):
+    """A Keras application trained here on the recipe's data: nothing can be downloaded."""
+
+    kind: Literal["architecture"]
+    architecture: Architecture
+    alpha: float = Field(default=1.0, ge=0.1, le=2.0, description="width multiplier")
+    input_size: int = Field(default=96, ge=32, le=512)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+Source = Annotated[
+    KerasSource | SavedModelSource | OnnxSource | ArchitectureSource, Field(discriminator="kind")
+]
+
+# --- datasets ------------------------------------------------------------------------
+
+
+class Split(Strict):
+    test: float = Field(default=0.2, gt=0, lt=0.9)
+    val: float = Field(default=0.1, ge=0, lt=0.9)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum(self) -> Split:
+        if self.test + self.val >= 0.95:
+            raise ValueError("test + val leaves too little to train on")
+        return self
+
+
+class DigitsDataset(Strict):
+    kind: Literal["sklearn-digits"]
+    split: Split = Field(default_factory=Split)
+
+
+class FolderDataset(Strict):
+    kind: Literal["folder"]
+    path: Path
+    split: Split = Field(default_factory=Split)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info, "dir")
+
+
+class NpzDataset(Strict):
+    kind: Literal["npz"]
+    path: Path
+    classes: list[str] | None = None
+    split: Split = Field(default_factory=Split)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info, "file")
+
+
+DatasetConfig = Annotated[
+    DigitsDataset | FolderDataset | NpzDataset, Field(discriminator="kind")
+]
+
+# --- target, gates, package ----------------------------------------------------------
+
+
+class TargetConfig(Strict):
+    name: str = targets.DEFAULT_TARGET
+    runtime: str = targets.DEFAULT_RUNTIME
+    memory_mb: int = targets.DEFAULT_MEMORY_MB
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in targets.TARGETS:
+            raise ValueError(f"unknown target '{v}'; choose one of {sorted(targets.TARGETS)}")
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: str) -> str:
+        if v not in targets.RUNTIMES:
+            raise ValueError(f"unknown runtime '{v}'; choose one of {sorted(targets.RUNTIMES)}")
+        return v
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _memory(cls, v: int) -> int:
+        lo, hi = targets.LIMITS.memory_min_mb, targets.LIMITS.memory_max_mb
+        if not lo <= v <= hi:
+            raise ValueError(f"memory_mb must be within Lambda's {lo}..{hi} MB, got {v}")
+        return v
+
+    @property
+    def threads(self) -> int:
+        return targets.threads_for(self.memory_mb)
+
+
+class LatencyConfig(Strict):
+    warmup: int = Field(default=10, ge=0, le=10_000)
+    runs: int = Field(default=100, ge=5, le=100_000)
+
+
+class Gates(Strict):
+    max_accuracy_drop: float = Field(
+        default=1.0, ge=0, le=100, description="percentage points below the source model"
+    )
+    min_accuracy: float | None = Field(default=None, ge=0, le=100, description="percent")
+    max_latency_ms: float | None = Field(default=None, gt=0, description="batch-1 p50")
+    max_model_mb: float | None = Field(default=None, gt=0)
+    test_samples: int | None = Field(default=None, ge=1, description="cap on the test split")
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+
+
+class PackageConfig(Strict):
+    """Packaging (zip, layers, images) is not built yet; the section must stay empty."""
+
+
+# --- the recipe ----------------------------------------------------------------------
+
+
+class Recipe(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="output folder name")
+    description: str = ""
+    source: Source
+    dataset: DatasetConfig
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    steps: list[AnyStep] = Field(min_length=1)
+    gates: Gates = Field(default_factory=Gates, alias="validate")
+    package: PackageConfig = Field(default_factory=PackageConfig)
+
+    @model_validator(mode="after")
+    def _wire_steps(self) -> Recipe:
+        """Fill default names and inputs, and check each step gets the model kind it needs."""
+        produced: dict[str, str] = {"source": "onnx" if self.source.kind == "onnx" else "tf"}
+        previous = "source"
+        for i, step in enumerate(self.steps):
+            spec = STEPS[step.step]
+            step.name = step.name or step.step
+            step.input = step.input or previous
+            if step.name in produced:
+                raise _StepWiring(i, "name", f"step name '{step.name}' is used twice")
+            if step.input not in produced:
+                raise _StepWiring(
+                    i, "input", f"'{step.input}' is not an earlier step; earlier: "
+                    f"{', '.join(produced)}"
+                )
+            have = produced[step.input]
+            if have != spec.consumes:
+                hint = " (add an export_onnx step first)" if spec.consumes == "onnx" else ""
+                raise _StepWiring(
+                    i, "step", f"{step.step} needs a {spec.consumes} model but "
+                    f"'{step.input}' gives {have}{hint}"
+                )
+            produced[step.name] = spec.produces
+            previous = step.name
+        return self
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+
+class _StepWiring(ValueError):
+    """Carries the step index and field so the error points at the right line."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.index, self.field = index, field
+
+
+def _format_error(err: dict[str, Any], known: list[str]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        near = difflib.get_close_matches(key, known, n=1)
+        return f"unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r}; choose one of " \
+            f"{ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"missing {err.get('ctx', {}).get('discriminator', 'kind')}"
+    if kind == "missing":
+        return "required key is missing"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    inp = err.get("input")
+    if kind not in ("value_error", "assertion_error") and not isinstance(inp, dict | list):
+        msg += f" (got {inp!r})"
+    return msg
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names at the error's parent, for did-you-mean hints (best effort)."""
+    fields = getattr(model, "model_fields", {})
+    return [f.alias or n for n, f in fields.items()] if len(loc) == 1 else []
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate; every error names file, key path and line, and is a RecipeError."""
+    path = Path(path)
+    doc = load_yaml(path)
+    try:
+        return Recipe.model_validate(doc.data, context={"base": path.parent.resolve()})
+    except ValidationError as exc:
+        errors = exc.errors()
+        err = errors[0]
+        loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _StepWiring):
+            loc = ("steps", cause.index, cause.field)
+        # drop union tags pydantic inserts (e.g. 'quantize' in steps.2.quantize.mode)
+        shown = tuple(p for i, p in enumerate(loc) if not _is_tag(doc.data, loc[:i], p))
+        dotted = ".".join(str(p) for p in shown) or "(top level)"
+        message = _format_error(err, _known_keys(Recipe, shown))
+        if len(errors) > 1:
+            message += f" (+{len(errors) - 1} more)"
+        line = doc.line_for(shown)
+        if err["type"] == "missing" and shown[:-1]:
+            line = doc.line_for(shown[:-1])
+        raise RecipeError(str(path), line, dotted, message) from None
+
+
+def _is_tag(data: Any, parent: tuple, part: Any) -> bool:
+    node = data
+    for p in parent:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, dict) and part not in node and part in node.values()
+
+
+def schema() -> dict:
+    return Recipe.model_json_schema(by_alias=True)

@@ -1,0 +1,1 @@
+"""Reports: report.json is the build result itself; report.md renders it."""

@@ -1,0 +1,71 @@
+"""Terminal tables for `build` and `targets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"{r['recipe']['name']}: {r['target']['threads']} thread(s), "
+                  f"{r['target']['memory_mb']} MB, {r['host']['model']}")
+    for col in ("artifact", "size MB", "accuracy %", "agreement %", "p50 ms", "p95 ms",
+                "load ms", "gates"):
+        table.add_column(col, justify="left" if col in ("artifact", "gates") else "right")
+    for a in r["artifacts"]:
+        v = a["validation"]
+        lat = v["latency"]
+        name = a["name"] + (" *" if a["name"] == r["ship"] else "")
+        gates = "ok" if a["passed"] else ", ".join(g["gate"] for g in a["gates"] if not g["passed"])
+        table.add_row(name, f"{v['size_bytes'] / 1e6:.2f}", f"{v['accuracy']:.2f}",
+                      f"{v['agreement']:.2f}", f"{lat['p50_ms']:.3f}", f"{lat['p95_ms']:.3f}",
+                      f"{lat['load_ms']:.1f}", gates)
+    console.print(table)
+    cache = r["cache"]
+    if cache["all_cached"]:
+        console.print(f"everything came from the cache ({cache['hits']} entries) in "
+                      f"{r['seconds']} s")
+    else:
+        console.print(f"cache: {cache['hits']} reused, {cache['misses']} built; {r['seconds']} s")
+    if r["ship"]:
+        console.print(f"ship: {out_dir / r['ship_file']}  (* fastest within the gates)")
+    console.print(f"report: {out_dir / 'report.md'}")
+
+
+def print_targets(console: Console | None = None) -> None:
+    from optimizer import targets as t
+
+    console = console or Console()
+    tt = Table(title=f"Lambda targets ({t.TARGETS_VERSION})")
+    for col in ("target", "arch", "ISA", "emulate as", "$/GB-s", "note"):
+        tt.add_column(col)
+    for tg in t.TARGETS.values():
+        tt.add_row(tg.name + (" (opt-in)" if tg.opt_in else ""), tg.arch, tg.isa, tg.cpu,
+                   f"{tg.price_gb_s:.10f}", tg.note)
+    console.print(tt)
+    rt = Table(title="Runtimes")
+    for col in ("runtime", "python", "OS", "glibc"):
+        rt.add_column(col)
+    for r in t.RUNTIMES.values():
+        rt.add_row(r.name, r.python, r.os, r.glibc)
+    console.print(rt)
+    mt = Table(title="Memory to vCPU")
+    mt.add_column("memory MB", justify="right")
+    mt.add_column("vCPUs", justify="right")
+    mt.add_column("threads", justify="right")
+    for mb in (128, 512, 1024, 1536, 1769, 3008, 5307, 7076, 8845, 10240):
+        mt.add_row(str(mb), f"{t.vcpus(mb):.3f}", str(t.threads_for(mb)))
+    console.print(mt)
+    lim = t.LIMITS
+    console.print(
+        f"Limits: zip upload {lim.zip_upload_bytes:,} B, unzipped (with layers) "
+        f"{lim.unzipped_bytes:,} B, {lim.max_layers} layers, image {lim.image_bytes:,} B, "
+        f"image config {lim.image_config_bytes:,} B, payload {lim.payload_bytes:,} B, init "
+        f"{lim.init_timeout_s:g} s, timeout {lim.max_timeout_s:g} s, memory "
+        f"{lim.memory_min_mb}..{lim.memory_max_mb} MB. Requests ${t.PRICE_PER_REQUEST * 1e6:.2f}"
+        f" per 1M, billed per {t.BILLING_GRANULARITY_MS} ms."
+    )

@@ -1,0 +1,31 @@
+"""Source loaders, one per recipe `source.kind`. Each returns a ModelRef ready for steps.
+
+`trains` marks sources whose result is produced here (and so cached like a step); the
+others point at the user's own file, hashed on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from optimizer.sources import architecture, keras_file, onnx_file, savedmodel
+
+
+@dataclass(frozen=True)
+class SourceLoader:
+    load: Callable
+    trains: bool
+    module: str
+    tools: tuple[str, ...] = ()
+
+
+SOURCES: dict[str, SourceLoader] = {
+    "keras": SourceLoader(keras_file.load, False, keras_file.__file__),
+    "savedmodel": SourceLoader(savedmodel.load, False, savedmodel.__file__),
+    "onnx": SourceLoader(onnx_file.load, False, onnx_file.__file__),
+    "architecture": SourceLoader(
+        architecture.load, True, architecture.__file__,
+        ("tensorflow", "tensorflow-cpu", "keras", "numpy"),
+    ),
+}

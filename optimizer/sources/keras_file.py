@@ -1,0 +1,16 @@
+"""A Keras model file (.keras or .h5), opened in safe mode."""
+
+from __future__ import annotations
+
+from optimizer.model import ModelRef
+from optimizer.sources.resolve import check_classes, preprocess_from_shape
+from optimizer.sources.tf_models import load_keras
+
+
+def load(cfg, dataset, ctx=None) -> ModelRef:
+    net = load_keras(cfg.path)
+    shape = tuple(net.inputs[0].shape) if net.inputs else ()
+    pre = preprocess_from_shape(cfg.preprocess, shape, str(cfg.path))
+    check_classes(net.outputs[0].shape[-1], len(dataset.classes), str(cfg.path))
+    return ModelRef(kind="keras", path=cfg.path, preprocess=pre, classes=dataset.classes,
+                    info={"params": int(net.count_params())})

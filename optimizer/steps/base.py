@@ -1,0 +1,41 @@
+"""What every step config shares, and what a step gets to work with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from optimizer.data import Dataset
+    from optimizer.model import ModelRef
+    from optimizer.progress import Progress
+    from optimizer.recipe import Recipe
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="artifact name; defaults to the step kind",
+    )
+    input: str | None = Field(
+        default=None, description="name of an earlier step (or 'source'); defaults to the previous"
+    )
+
+
+@dataclass
+class StepContext:
+    """Everything a step may read; it writes only under `out_dir`."""
+
+    out_dir: Path
+    recipe: Recipe
+    dataset: Dataset
+    progress: Progress
+    notes: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,179 @@
+"""Lambda facts as versioned data: limits, memory-to-vCPU table, CPU features, prices.
+
+Every other module reads these numbers from here so a change in AWS's published limits is
+one edit. Sources: AWS Lambda quotas and pricing pages as of TARGETS_VERSION.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict
+
+TARGETS_VERSION = "2026-11"
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    zip_upload_bytes: int
+    unzipped_bytes: int
+    max_layers: int
+    image_bytes: int
+    image_config_bytes: int
+    payload_bytes: int
+    init_timeout_s: float
+    max_timeout_s: float
+    memory_min_mb: int
+    memory_max_mb: int
+    tmp_min_mb: int
+    tmp_max_mb: int
+
+
+class Runtime(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    python: str
+    os: str
+    glibc: str
+
+
+class Target(BaseModel):
+    """An instruction-set level the artifact may rely on, and what it costs to run there."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    arch: str
+    isa: str
+    cpu: str
+    # /proc/cpuinfo flag names the artifact may use; anything else on the build host is extra.
+    flags: tuple[str, ...]
+    price_gb_s: float
+    opt_in: bool = False
+    note: str = ""
+
+
+LIMITS = Limits(
+    zip_upload_bytes=52_428_800,
+    unzipped_bytes=262_144_000,
+    max_layers=5,
+    image_bytes=10 * 1024**3,
+    image_config_bytes=16 * 1024,
+    payload_bytes=6 * 1024 * 1024,
+    init_timeout_s=10.0,
+    max_timeout_s=900.0,
+    memory_min_mb=128,
+    memory_max_mb=10_240,
+    tmp_min_mb=512,
+    tmp_max_mb=10_240,
+)
+
+# Upper memory bound (MB, inclusive) for each whole vCPU count; below 1,769 MB the share is
+# proportional.
+MB_PER_VCPU = 1769
+VCPU_STEPS: tuple[tuple[int, int], ...] = (
+    (1769, 1),
+    (3008, 2),
+    (5307, 3),
+    (7076, 4),
+    (8845, 5),
+    (10240, 6),
+)
+
+PRICE_PER_REQUEST = 0.20 / 1_000_000
+BILLING_GRANULARITY_MS = 1
+
+RUNTIMES: dict[str, Runtime] = {
+    r.name: r
+    for r in (
+        Runtime(name="python3.11", python="3.11", os="Amazon Linux 2", glibc="2.26"),
+        Runtime(name="python3.12", python="3.12", os="Amazon Linux 2023", glibc="2.34"),
+        Runtime(name="python3.13", python="3.13", os="Amazon Linux 2023", glibc="2.34"),
+    )
+}
+
+_AVX2 = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "popcnt")
+_AVX512 = (*_AVX2, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_vnni")
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target(
+            name="x86_64",
+            arch="x86_64",
+            isa="avx2",
+            cpu="Haswell",
+            flags=_AVX2,
+            price_gb_s=0.0000166667,
+            note="Lambda documents AVX2 only; no VNNI, so int8 matmuls may saturate",
+        ),
+        Target(
+            name="x86_64-avx512",
+            arch="x86_64",
+            isa="avx512_vnni",
+            cpu="Cascadelake-Server",
+            flags=_AVX512,
+            price_gb_s=0.0000166667,
+            opt_in=True,
+            note="not promised by Lambda; only for hosts you control",
+        ),
+        Target(
+            name="arm64",
+            arch="aarch64",
+            isa="neoverse-n1",
+            cpu="neoverse-n1",
+            flags=("asimd", "asimddp", "fphp", "asimdhp"),
+            price_gb_s=0.0000133334,
+            note="Graviton2: dotprod and fp16 arithmetic",
+        ),
+    )
+}
+
+DEFAULT_TARGET = "x86_64"
+DEFAULT_RUNTIME = "python3.12"
+DEFAULT_MEMORY_MB = 1769
+
+
+def vcpus(memory_mb: int) -> float:
+    """CPU share Lambda gives a function of this memory size."""
+    if not LIMITS.memory_min_mb <= memory_mb <= LIMITS.memory_max_mb:
+        raise ValueError(
+            f"memory {memory_mb} MB is outside Lambda's "
+            f"{LIMITS.memory_min_mb}..{LIMITS.memory_max_mb} MB"
+        )
+    if memory_mb < MB_PER_VCPU:
+        return memory_mb / MB_PER_VCPU
+    for bound, count in VCPU_STEPS:
+        if memory_mb <= bound:
+            return float(count)
+    raise AssertionError("unreachable: VCPU_STEPS covers the memory range")
+
+
+def threads_for(memory_mb: int) -> int:
+    """Intra-op threads worth using at a memory size: a fractional vCPU still runs one."""
+    return max(1, math.ceil(vcpus(memory_mb)))
+
+
+def cost_per_million(duration_ms: float, memory_mb: int, target: str) -> float:
+    """USD per 1M requests: billed duration rounded up to the granularity, plus request fee."""
+    billed_ms = math.ceil(duration_ms / BILLING_GRANULARITY_MS) * BILLING_GRANULARITY_MS
+    gb_s = billed_ms / 1000.0 * memory_mb / 1024.0
+    return 1_000_000 * (gb_s * TARGETS[target].price_gb_s + PRICE_PER_REQUEST)
+
+
+def as_dict() -> dict:
+    """Everything above as one JSON-able document (for `optimizer targets --json`)."""
+    return {
+        "version": TARGETS_VERSION,
+        "limits": LIMITS.model_dump(),
+        "memory_to_vcpu": {
+            "mb_per_vcpu": MB_PER_VCPU,
+            "steps": [{"max_memory_mb": b, "vcpus": c} for b, c in VCPU_STEPS],
+        },
+        "price_per_request": PRICE_PER_REQUEST,
+        "billing_granularity_ms": BILLING_GRANULARITY_MS,
+        "runtimes": {k: v.model_dump() for k, v in RUNTIMES.items()},
+        "targets": {k: v.model_dump() for k, v in TARGETS.items()},
+    }

@@ -1,0 +1,1 @@
+"""Measuring artifacts: accuracy against labels and the source, latency, size, load time."""

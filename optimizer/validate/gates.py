@@ -1,0 +1,59 @@
+"""Pass/fail per artifact, the choice of what to ship, and why nothing could be shipped."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optimizer.pipeline import Artifact
+    from optimizer.recipe import Recipe
+
+
+def _gate(name: str, value: float, limit: float, ok: bool, unit: str) -> dict[str, Any]:
+    return {"gate": name, "value": round(value, 4), "limit": round(limit, 4), "unit": unit,
+            "passed": bool(ok), "by": round(abs(value - limit), 4)}
+
+
+def check(art: Artifact, source: Artifact, recipe: Recipe) -> list[dict[str, Any]]:
+    g = recipe.gates
+    v = art.validation
+    out = []
+    if not v.get("finite", True):
+        out.append({"gate": "finite_outputs", "value": 0, "limit": 1, "unit": "",
+                    "passed": False, "by": 1})
+    drop = source.validation["accuracy"] - v["accuracy"]
+    out.append(_gate("max_accuracy_drop", drop, g.max_accuracy_drop,
+                     drop <= g.max_accuracy_drop, "points"))
+    if g.min_accuracy is not None:
+        out.append(_gate("min_accuracy", v["accuracy"], g.min_accuracy,
+                         v["accuracy"] >= g.min_accuracy, "%"))
+    if g.max_latency_ms is not None:
+        p50 = v["latency"]["p50_ms"]
+        out.append(_gate("max_latency_ms", p50, g.max_latency_ms, p50 <= g.max_latency_ms, "ms"))
+    if g.max_model_mb is not None:
+        mb = v["size_bytes"] / 1e6
+        out.append(_gate("max_model_mb", mb, g.max_model_mb, mb <= g.max_model_mb, "MB"))
+    return out
+
+
+def choose(artifacts: list[Artifact]) -> Artifact | None:
+    """The fastest deployable artifact that passed every gate: measured, never assumed."""
+    passing = [a for a in artifacts if a.candidate and a.passed]
+    return min(passing, key=lambda a: a.validation["latency"]["p50_ms"], default=None)
+
+
+def explain_failure(artifacts: list[Artifact]) -> str:
+    candidates = [a for a in artifacts if a.candidate]
+    if not candidates:
+        return "no deployable (ONNX) artifact was produced; add an export_onnx step"
+
+    def shortfall(a: Artifact) -> float:
+        return sum(gt["by"] for gt in a.gates if not gt["passed"])
+
+    best = min(candidates, key=shortfall)
+    failed = "; ".join(
+        f"{gt['gate']} {gt['value']}{gt['unit']} vs limit {gt['limit']}{gt['unit']} "
+        f"(off by {gt['by']})"
+        for gt in best.gates if not gt["passed"]
+    )
+    return f"no artifact passed every gate; closest is '{best.name}': {failed}"
