@@ -11,7 +11,9 @@ from typing import Any, Literal
 from optimizer.preprocess import Preprocess
 
 ModelKind = Literal["keras", "savedmodel", "onnx"]
-FILE_NAMES: dict[str, str] = {"keras": "model.keras", "savedmodel": "saved_model", "onnx": "model.onnx"}
+FILE_NAMES: dict[str, str] = {
+    "keras": "model.keras", "savedmodel": "saved_model", "onnx": "model.onnx",
+}
 META = "meta.json"
 
 

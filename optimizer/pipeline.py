@@ -28,7 +28,8 @@ from optimizer.validate.latency import cap_note, measure
 _HERE = Path(__file__).parent
 # code every cached result depends on besides the step's own module
 COMMON_CODE = tuple(
-    str(p) for p in (_HERE / "preprocess.py", _HERE / "model.py", *sorted((_HERE / "data").glob("*.py")))
+    str(p)
+    for p in (_HERE / "preprocess.py", _HERE / "model.py", *sorted((_HERE / "data").glob("*.py")))
 )
 VALIDATION_CODE = tuple(str(p) for p in sorted((_HERE / "validate").glob("*.py")))
 RUNTIME_LIBS = ("onnxruntime", "tensorflow", "tensorflow-cpu", "keras", "numpy")
@@ -134,31 +135,49 @@ class Builder:
 
     # --- measuring --------------------------------------------------------------------
 
-    def validate(self, art: Artifact, dataset: Dataset) -> None:
+    def _validation_key(self, kind: str, digests: list[str], dataset: Dataset) -> str:
         g, t = self.recipe.gates, self.recipe.target
-        spec = targets.TARGETS[t.name]
-        key = make_key({
-            "validate": art.model.digest, "dataset": dataset.digest,
+        return make_key({
+            "validate": kind, "models": digests, "dataset": dataset.digest,
             "test_samples": g.test_samples, "latency": g.latency.model_dump(),
-            "threads": t.threads, "isa": spec.isa, "host": hostinfo.fingerprint(),
-            "versions": versions(RUNTIME_LIBS), "code": code_digest(*VALIDATION_CODE),
+            "threads": t.threads, "isa": targets.TARGETS[t.name].isa,
+            "host": hostinfo.fingerprint(), "versions": versions(RUNTIME_LIBS),
+            "code": code_digest(*VALIDATION_CODE),
         })
+
+    def accuracy(self, art: Artifact, dataset: Dataset) -> None:
+        g = self.recipe.gates
+        key = self._validation_key("accuracy", [art.model.digest], dataset)
         if not self.force and (hit := self.cache.get_json(key)) is not None:
             self.hits += 1
-            art.validation = {**hit, "cached": True}
+            art.validation.update(hit)
             return
         self.misses += 1
-        self.progress.log(f"[cyan]measure[/] {art.name}")
+        self.progress.log(f"[cyan]measure[/] accuracy of {art.name}")
         x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
-        y = dataset.labels_of("test", g.test_samples)
         probs = predict(art.model, x)
-        result = score(probs, y, None)
+        result = score(probs, dataset.labels_of("test", g.test_samples), None)
         result["top1"] = probs.argmax(axis=1).tolist()
-        result["latency"] = measure(art.model, x[:1], t.threads, g.latency.warmup,
-                                    g.latency.runs, spec.isa)
-        result["latency"]["isa_cap"] = cap_note(art.model.kind, t.name)
         self.cache.put_json(key, result)
-        art.validation = {**result, "cached": False}
+        art.validation.update(result)
+
+    def latency(self, group: list[Artifact], dataset: Dataset) -> None:
+        """One subprocess per framework; all its models timed in alternating rounds."""
+        g, t = self.recipe.gates, self.recipe.target
+        key = self._validation_key("latency", [a.model.digest for a in group], dataset)
+        hit = None if self.force else self.cache.get_json(key)
+        if hit is None:
+            self.misses += 1
+            self.progress.log(f"[cyan]measure[/] latency of {', '.join(a.name for a in group)}")
+            x = prepared(dataset, "test", group[0].model.preprocess, limit=1)
+            hit = measure({a.name: a.model for a in group}, x, t.threads, g.latency.warmup,
+                          g.latency.runs, targets.TARGETS[t.name].isa)
+            self.cache.put_json(key, hit)
+        else:
+            self.hits += 1
+        for art in group:
+            art.validation["latency"] = {**hit[art.name],
+                                         "isa_cap": cap_note(art.model.kind, t.name)}
 
     # --- the whole build --------------------------------------------------------------
 
@@ -173,7 +192,11 @@ class Builder:
         source = self.source(dataset)
         artifacts = [source, *self.steps(source, dataset)]
         for art in artifacts:
-            self.validate(art, dataset)
+            self.accuracy(art, dataset)
+        for framework in ("tf", "onnx"):
+            group = [a for a in artifacts if (a.model.kind == "onnx") == (framework == "onnx")]
+            if group:
+                self.latency(group, dataset)
         reference = source.validation["top1"]
         for art in artifacts:
             v = art.validation

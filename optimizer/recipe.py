@@ -89,6 +89,9 @@ class TrainConfig(Strict):
     epochs: int = Field(default=10, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     learning_rate: float = Field(default=2e-3, gt=0, le=1)
+    augment: float = Field(
+        default=0.1, ge=0, le=0.5, description="max random shift and zoom (fraction); 0 = off"
+    )
     seed: int = 0
 
 

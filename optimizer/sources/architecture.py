@@ -58,6 +58,24 @@ def build(cfg, n_classes: int):
     return keras.Model(inp, out, name=f"{cfg.architecture}_a{cfg.alpha}_{cfg.input_size}")
 
 
+def _train_data(x: np.ndarray, y: np.ndarray, train):
+    """Seeded shuffle and (optionally) random shift and zoom, applied to batches in tf.data."""
+    import keras
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(x), seed=train.seed, reshuffle_each_iteration=True
+    ).batch(train.batch_size)
+    if train.augment > 0:
+        f = train.augment
+        aug = keras.Sequential([
+            keras.layers.RandomTranslation(f, f, fill_mode="constant", seed=train.seed),
+            keras.layers.RandomZoom(f, f, fill_mode="constant", seed=train.seed + 1),
+        ])
+        data = data.map(lambda a, b: (aug(a, training=True), b))
+    return data.prefetch(2)
+
+
 def load(cfg, dataset, ctx) -> ModelRef:
     import keras
 
@@ -78,7 +96,7 @@ def load(cfg, dataset, ctx) -> ModelRef:
     if len(dataset.indices("val")):
         val = (prepared(dataset, "val", pre), dataset.labels_of("val"))
     history = model.fit(
-        x, y, epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, verbose=0,
+        _train_data(x, y, cfg.train), epochs=cfg.train.epochs, verbose=0,
         validation_data=val, callbacks=[ctx.progress.keras_callback("train", cfg.train.epochs)],
     )
     out = ctx.out_dir / FILE_NAMES["keras"]

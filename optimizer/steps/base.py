@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from optimizer.data import Dataset
-    from optimizer.model import ModelRef
     from optimizer.progress import Progress
     from optimizer.recipe import Recipe
 

@@ -75,7 +75,8 @@ def run(model: ModelRef, config: OptimizeGraphConfig, ctx: StepContext) -> Model
                 continue
             if diff > config.atol:
                 log.append({"pass": name, "kept": False, "reason": f"max diff {diff:.3g}"})
-                ctx.progress.log(f"optimize_graph: {name} changed outputs by {diff:.3g}; rolled back")
+                ctx.progress.log(f"optimize_graph: {name} changed outputs by {diff:.3g}; "
+                                 "rolled back")
                 continue
             n_after = sum(op_counts(onnx.load(str(candidate))).values())
             log.append({"pass": name, "kept": True, "nodes_before": n_before,

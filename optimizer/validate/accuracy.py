@@ -21,7 +21,7 @@ def score(probs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None) -
     """Percentages; `reference` is the source model's top-1 on the same inputs."""
     top1 = probs.argmax(axis=1)
     out = {
-        "samples": int(len(labels)),
+        "samples": len(labels),
         "accuracy": round(100.0 * float(np.mean(top1 == labels)), 3),
         "finite": bool(np.isfinite(probs).all()),
     }

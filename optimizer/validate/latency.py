@@ -1,8 +1,9 @@
-"""Batch-1 latency in a fresh subprocess per model.
+"""Batch-1 latency, measured in fresh subprocesses with models of one framework interleaved.
 
-A subprocess per measurement because TensorFlow fixes its thread pools at first use, because
-oneDNN's ISA cap is an environment variable read at load, and so one model's warm caches
-and allocator state never flatter the next.
+Speeds are only compared as ratios from one run: all ONNX candidates share one process and
+are timed in alternating rounds, so a slow patch of the machine hits all of them alike.
+TensorFlow models get a process of their own because TensorFlow fixes its thread pools at
+first use and oneDNN reads its ISA cap from the environment at load.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from optimizer.errors import OptimizerError
 from optimizer.model import ModelRef
 
 ONEDNN_CAP = {"avx2": "AVX2", "avx512_vnni": "AVX512_CORE_VNNI"}
+ROUNDS = 5
 
 
 def isa_env(target_isa: str) -> dict[str, str]:
@@ -38,16 +40,21 @@ def cap_note(kind: str, target: str) -> str:
     return f"oneDNN max ISA {ONEDNN_CAP.get(vs['target_isa'], 'unset')}"
 
 
-def measure(model: ModelRef, sample: np.ndarray, threads: int, warmup: int, runs: int,
-            target_isa: str, timeout: float = 900.0) -> dict:
+def measure(models: dict[str, ModelRef], sample: np.ndarray, threads: int, warmup: int,
+            runs: int, target_isa: str, timeout: float = 1800.0) -> dict[str, dict]:
+    """{name: stats} for models of one framework, timed in one process."""
     with tempfile.TemporaryDirectory(prefix="optimizer-lat-") as tmp:
         inp = Path(tmp) / "x.npy"
         np.save(inp, sample.astype(np.float32))
-        args = {"kind": model.kind, "path": str(model.path), "input": str(inp),
-                "threads": threads, "warmup": warmup, "runs": runs,
-                "signature": model.info.get("signature", "serving_default")}
+        args = {
+            "models": {n: {"kind": m.kind, "path": str(m.path),
+                           "signature": m.info.get("signature", "serving_default")}
+                       for n, m in models.items()},
+            "input": str(inp), "threads": threads, "warmup": warmup, "runs": runs,
+            "rounds": ROUNDS,
+        }
         env = {**os.environ, **isa_env(target_isa), "OMP_NUM_THREADS": str(threads),
-               "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+               "TF_CPP_MIN_LOG_LEVEL": "3"}
         proc = subprocess.run(
             [sys.executable, "-m", "optimizer.validate.latency_worker", json.dumps(args)],
             capture_output=True, text=True, env=env, timeout=timeout, check=False,
@@ -55,5 +62,5 @@ def measure(model: ModelRef, sample: np.ndarray, threads: int, warmup: int, runs
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OptimizerError(f"latency measurement of {model.path} failed: {tail}")
+        raise OptimizerError(f"latency measurement of {sorted(models)} failed: {tail}")
     return json.loads(lines[-1])

@@ -1,20 +1,25 @@
-"""Child process of latency.measure: load one model, time batch-1 calls, print JSON."""
+"""Child process of latency.measure: load models, time batch-1 calls in rounds, print JSON."""
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+def _peak_rss_mb() -> float:
+    """VmHWM, not ru_maxrss: the latter survives exec and would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
-def _onnx(path: str, threads: int):
+def _onnx(path: str, threads: int) -> Callable:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -27,17 +32,17 @@ def _onnx(path: str, threads: int):
     return lambda x: sess.run(None, {name: x})
 
 
-def _tf(kind: str, path: str, signature: str, threads: int, shape: tuple):
+def _tf(kind: str, path: str, signature: str, threads: int, shape: tuple) -> Callable:
     import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    from pathlib import Path
 
     from optimizer.model import ModelRef
     from optimizer.preprocess import Preprocess
     from optimizer.sources.tf_models import load_tf
 
+    if not getattr(_tf, "configured", False):
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        _tf.configured = True  # type: ignore[attr-defined]
     ref = ModelRef(kind=kind, path=Path(path), preprocess=Preprocess(size=(1, 1)), classes=[],
                    info={"signature": signature}, digest="-")
     fn = tf.function(load_tf(ref),
@@ -49,34 +54,40 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     x = np.load(args["input"])
     threads = int(args["threads"])
-    t0 = time.perf_counter()
-    if args["kind"] == "onnx":
-        call = _onnx(args["path"], threads)
-    else:
-        call = _tf(args["kind"], args["path"], args["signature"], threads, x.shape)
-    load_ms = (time.perf_counter() - t0) * 1000
-    t0 = time.perf_counter()
-    call(x)
-    first_ms = (time.perf_counter() - t0) * 1000
-    for _ in range(int(args["warmup"])):
-        call(x)
-    times = []
-    for _ in range(int(args["runs"])):
+    rounds = max(1, int(args["rounds"]))
+    per_round = max(1, int(args["runs"]) // rounds)
+    calls, stats, times = {}, {}, {}
+    for name, m in args["models"].items():
         t0 = time.perf_counter()
-        call(x)
-        times.append((time.perf_counter() - t0) * 1000)
-    print(json.dumps({
-        "threads": threads,
-        "warmup": int(args["warmup"]),
-        "runs": len(times),
-        "load_ms": round(load_ms, 3),
-        "first_ms": round(first_ms, 3),
-        "p50_ms": round(_percentile(times, 50), 4),
-        "p95_ms": round(_percentile(times, 95), 4),
-        "mean_ms": round(float(np.mean(times)), 4),
-        "min_ms": round(min(times), 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+        if m["kind"] == "onnx":
+            calls[name] = _onnx(m["path"], threads)
+        else:
+            calls[name] = _tf(m["kind"], m["path"], m["signature"], threads, x.shape)
+        load_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        calls[name](x)
+        stats[name] = {"load_ms": round(load_ms, 3),
+                       "first_ms": round((time.perf_counter() - t0) * 1000, 3)}
+        times[name] = []
+    for _ in range(rounds):  # alternate models so drift in machine speed hits all alike
+        for name, call in calls.items():
+            for _ in range(int(args["warmup"])):
+                call(x)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                call(x)
+                times[name].append((time.perf_counter() - t0) * 1000)
+    peak = _peak_rss_mb()
+    for name, t in times.items():
+        arr = np.asarray(t)
+        stats[name].update({
+            "threads": threads, "warmup": int(args["warmup"]), "rounds": rounds,
+            "runs": len(t), "p50_ms": round(float(np.percentile(arr, 50)), 4),
+            "p95_ms": round(float(np.percentile(arr, 95)), 4),
+            "mean_ms": round(float(arr.mean()), 4), "min_ms": round(float(arr.min()), 4),
+            "process_peak_rss_mb": peak,
+        })
+    print(json.dumps(stats))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny real Keras model trained on digits, and recipe helpers."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SIZE = 16
+
+
+def digits_16():
+    from optimizer.data import prepared
+    from optimizer.data.digits import load
+    from optimizer.preprocess import Preprocess
+    from optimizer.recipe import DigitsDataset
+
+    ds = load(DigitsDataset(kind="sklearn-digits"))
+    pre = Preprocess(size=(SIZE, SIZE), channels=3, scale=1 / 255)
+    return ds, pre, prepared(ds, "train", pre), ds.labels_of("train")
+
+
+@pytest.fixture(scope="session")
+def tiny_keras(tmp_path_factory) -> Path:
+    """A small CNN (not an application) so the suite trains it in seconds."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    _, _, x, y = digits_16()
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3), name="input"),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=12, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture
+def cache_env(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("OPTIMIZER_CACHE", str(root))
+    return root
+
+
+def write_recipe(folder: Path, body: str, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+def tiny_recipe(folder: Path, model: Path, gates: str = "max_accuracy_drop: 5") -> Path:
+    return write_recipe(folder, f"""
+        name: tiny
+        source:
+          kind: keras
+          path: {model}
+          preprocess: {{scale: 0.00392156862745098}}
+        dataset:
+          kind: sklearn-digits
+        steps:
+          - step: export_onnx
+            name: fp32
+          - step: optimize_graph
+            name: fp32-opt
+          - step: quantize
+            name: int8
+            calibration_samples: 64
+          - step: fp16
+            input: fp32-opt
+        validate:
+          {gates}
+          latency: {{warmup: 2, runs: 10}}
+        """)

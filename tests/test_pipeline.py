@@ -1,0 +1,79 @@
+"""End to end through the CLI: a small recipe builds, reports, caches, and gates."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from optimizer.cli import app
+from tests.conftest import tiny_recipe
+
+runner = CliRunner()
+
+
+def _build(recipe, out, *extra):
+    return runner.invoke(app, ["build", str(recipe), "--out", str(out), "--json", *extra])
+
+
+def test_build_report_and_cache(tmp_path, tiny_keras, cache_env):
+    recipe = tiny_recipe(tmp_path, tiny_keras)
+    out = tmp_path / "out"
+    first = _build(recipe, out)
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert doc["ok"] and doc["exit_code"] == 0
+    names = [a["name"] for a in doc["artifacts"]]
+    assert names == ["source", "fp32", "fp32-opt", "int8", "fp16"]
+    for name in names[1:]:
+        assert (out / f"{name}.onnx").is_file()
+    for f in ("report.json", "report.md", "preprocess.json", "labels.json"):
+        assert (out / f).is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["ship"] in names[1:]
+    shipped = next(a for a in report["artifacts"] if a["name"] == report["ship"])
+    fastest = min((a for a in report["artifacts"] if a["candidate"] and a["passed"]),
+                  key=lambda a: a["validation"]["latency"]["p50_ms"])
+    assert shipped["name"] == fastest["name"]
+    for a in report["artifacts"]:
+        v = a["validation"]
+        assert 0 <= v["accuracy"] <= 100 and v["samples"] == report["dataset"]["splits"]["test"]
+        assert v["latency"]["threads"] == 1 and v["latency"]["p95_ms"] >= v["latency"]["p50_ms"]
+        assert v["size_bytes"] > 0
+    assert report["host"]["flags"] == sorted(report["host"]["flags"])
+    assert report["target"]["threads"] == 1
+    md = (out / "report.md").read_text()
+    assert "| int8 |" in md and "ISA flags" in md
+
+    second = _build(recipe, out)
+    assert second.exit_code == 0
+    again = json.loads(second.stdout)
+    assert again["cache"]["misses"] == 0 and again["cache"]["all_cached"]
+    assert [a["digest"] for a in again["artifacts"]] == [a["digest"] for a in doc["artifacts"]]
+
+    text = runner.invoke(app, ["build", str(recipe), "--out", str(out)])
+    assert "everything came from the cache" in text.output
+
+
+def test_gate_failure_exits_1_and_still_reports(tmp_path, tiny_keras, cache_env):
+    recipe = tiny_recipe(tmp_path, tiny_keras, gates="max_latency_ms: 0.000001")
+    out = tmp_path / "out"
+    result = _build(recipe, out)
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["ship"] is None
+    assert "max_latency_ms" in doc["failure"] and "off by" in doc["failure"]
+    assert (out / "report.json").is_file()
+    assert "Nothing to ship" in (out / "report.md").read_text()
+
+
+def test_failed_step_publishes_nothing(tmp_path, tiny_keras, cache_env):
+    recipe = tiny_recipe(tmp_path, tiny_keras)
+    text = recipe.read_text().replace("    name: fp32\n", "    name: fp32\n    atol: 1.0e-12\n")
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    result = _build(recipe, out)
+    assert result.exit_code == 2
+    assert "step 'fp32'" in json.loads(result.stdout)["error"]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]

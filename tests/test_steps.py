@@ -1,0 +1,119 @@
+"""Each step on a tiny real model: real TensorFlow, tf2onnx and ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from optimizer.data import prepared
+from optimizer.errors import StepFailed
+from optimizer.model import ModelRef
+from optimizer.progress import Progress
+from optimizer.recipe import load_recipe
+from optimizer.steps import STEPS
+from optimizer.steps.base import StepContext
+from optimizer.steps.onnx_util import run_batch, session
+from optimizer.steps.quantize import QuantizeConfig, isa_choice
+from tests.conftest import digits_16, tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def env(tiny_keras, tmp_path_factory):
+    from optimizer.sources import SOURCES
+
+    folder = tmp_path_factory.mktemp("steps")
+    recipe = load_recipe(tiny_recipe(folder, tiny_keras))
+    ds, _, _, _ = digits_16()
+    source = SOURCES["keras"].load(recipe.source, ds, None)
+    return recipe, ds, source, folder
+
+
+def _run(env, kind: str, model: ModelRef, **cfg) -> ModelRef:
+    recipe, ds, _, folder = env
+    spec = STEPS[kind]
+    out = folder / f"{kind}-{len(list(folder.iterdir()))}"
+    out.mkdir()
+    ctx = StepContext(out_dir=out, recipe=recipe, dataset=ds, progress=Progress(quiet=True))
+    return spec.run(model, spec.config(step=kind, **cfg), ctx)
+
+
+@pytest.fixture(scope="module")
+def fp32(env) -> ModelRef:
+    return _run(env, "export_onnx", env[2])
+
+
+def _accuracy(env, model: ModelRef) -> float:
+    _, ds, _, _ = env
+    x = prepared(ds, "test", model.preprocess)
+    return float(np.mean(run_batch(session(model.path), x).argmax(1) == ds.labels_of("test")))
+
+
+def test_export_matches_source_within_tolerance(env, fp32):
+    assert fp32.kind == "onnx" and fp32.path.is_file()
+    onnx.checker.check_model(str(fp32.path))
+    assert fp32.info["parity_max_abs_diff"] <= 1e-4
+    assert fp32.info["parity_top1_agreement"] == 1.0
+    assert _accuracy(env, fp32) > 0.85
+
+
+def test_export_refuses_when_outputs_differ(env):
+    with pytest.raises(StepFailed, match="differs from the source"):
+        _run(env, "export_onnx", env[2], atol=1e-12)
+
+
+def test_optimize_graph_records_node_counts(env, fp32):
+    opt = _run(env, "optimize_graph", fp32)
+    assert opt.info["nodes_before"] >= opt.info["nodes_after"] > 0
+    assert [p["pass"] for p in opt.info["passes"]] == ["onnxslim", "onnxruntime-basic"]
+    assert all(p["kept"] for p in opt.info["passes"])
+    assert abs(_accuracy(env, opt) - _accuracy(env, fp32)) < 1e-9
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_static_quantization_is_int8_and_accurate(env, fp32, fmt):
+    q = _run(env, "quantize", fp32, format=fmt, calibration_samples=64)
+    ops = q.info["ops"]
+    if fmt == "qdq":
+        assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+    else:
+        assert ops.get("QLinearConv", 0) > 0
+    assert q.info["reduce_range"] is True  # x86_64 target: AVX2 without VNNI
+    assert q.path.stat().st_size < fp32.path.stat().st_size
+    assert _accuracy(env, fp32) - _accuracy(env, q) < 0.05
+
+
+def test_dynamic_quantization_runs(env, fp32):
+    q = _run(env, "quantize", fp32, mode="dynamic")
+    dynamic_ops = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")
+    assert any(op in q.info["ops"] for op in dynamic_ops)
+    assert _accuracy(env, q) > 0.8
+
+
+def test_fp16_keeps_float32_io(env, fp32):
+    half = _run(env, "fp16", fp32)
+    model = onnx.load(str(half.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert abs(_accuracy(env, half) - _accuracy(env, fp32)) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("target", "reduce_range"), [("x86_64", True), ("x86_64-avx512", False), ("arm64", False)]
+)
+def test_quantization_choice_follows_target_isa(target, reduce_range):
+    choice = isa_choice(QuantizeConfig(), target)
+    assert choice["reduce_range"] is reduce_range
+    assert (choice["activation_type"], choice["weight_type"]) == ("uint8", "int8")
+    assert any("reduce_range" in why for why in choice["why"])
+    forced = isa_choice(QuantizeConfig(reduce_range=False), "x86_64")
+    assert forced["reduce_range"] is False
+
+
+def test_every_step_kind_is_registered_once():
+    for kind, spec in STEPS.items():
+        assert spec.config.model_fields["step"].default == kind
+        assert Path(spec.module).is_file()
