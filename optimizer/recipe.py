@@ -6,7 +6,8 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -274,6 +275,10 @@ class _StepWiring(ValueError):
         self.index, self.field = index, field
 
 
+def _discriminator(err: dict[str, Any]) -> str:
+    return str((err.get("ctx") or {}).get("discriminator", "kind")).strip("'")
+
+
 def _format_error(err: dict[str, Any], known: list[str]) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
@@ -282,10 +287,10 @@ def _format_error(err: dict[str, Any], known: list[str]) -> str:
         return f"unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
     if kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
-        return f"unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r}; choose one of " \
+        return f"unknown {_discriminator(err)} {ctx.get('tag')!r}; choose one of " \
             f"{ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
-        return f"missing {err.get('ctx', {}).get('discriminator', 'kind')}"
+        return f"missing key '{_discriminator(err)}'"
     if kind == "missing":
         return "required key is missing"
     if msg.startswith("Value error, "):
@@ -296,10 +301,45 @@ def _format_error(err: dict[str, Any], known: list[str]) -> str:
     return msg
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names at the error's parent, for did-you-mean hints (best effort)."""
-    fields = getattr(model, "model_fields", {})
-    return [f.alias or n for n, f in fields.items()] if len(loc) == 1 else []
+def _model_at(tp: Any, value: Any) -> Any:
+    """The pydantic model (or list item type) that validates `value` under annotation `tp`."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _model_at(get_args(tp)[0], value)
+    if origin in (Union, UnionType):
+        tag = value.get("kind", value.get("step")) if isinstance(value, dict) else None
+        options = [a for a in get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+        for option in options:
+            for name in ("kind", "step"):
+                field = option.model_fields.get(name)
+                if field is not None and tag in get_args(field.annotation):
+                    return option
+        return options[0] if len(options) == 1 else None
+    return tp
+
+
+def _known_keys(data: Any, path: tuple) -> list[str]:
+    """Field names of the model at `path`'s parent, for did-you-mean hints."""
+    tp: Any = Recipe
+    node = data
+    for part in path[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return []
+        if isinstance(part, int):
+            tp = get_args(tp)[0] if get_origin(tp) is list else None
+        elif isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {f.alias or n: f for n, f in tp.model_fields.items()}
+            tp = fields[part].annotation if part in fields else None
+        else:
+            return []
+        tp = _model_at(tp, node)
+        while get_origin(tp) in (Union, UnionType):  # Optional[...]
+            tp = next((a for a in get_args(tp) if a is not type(None)), None)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or n for n, f in tp.model_fields.items()]
+    return []
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -315,10 +355,11 @@ def load_recipe(path: str | Path) -> Recipe:
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, _StepWiring):
             loc = ("steps", cause.index, cause.field)
-        # drop union tags pydantic inserts (e.g. 'quantize' in steps.2.quantize.mode)
-        shown = tuple(p for i, p in enumerate(loc) if not _is_tag(doc.data, loc[:i], p))
+        shown = _without_tags(doc.data, loc)
+        if err["type"] == "union_tag_invalid":
+            shown = (*shown, _discriminator(err))
         dotted = ".".join(str(p) for p in shown) or "(top level)"
-        message = _format_error(err, _known_keys(Recipe, shown))
+        message = _format_error(err, _known_keys(doc.data, shown))
         if len(errors) > 1:
             message += f" (+{len(errors) - 1} more)"
         line = doc.line_for(shown)
@@ -327,14 +368,26 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(str(path), line, dotted, message) from None
 
 
-def _is_tag(data: Any, parent: tuple, part: Any) -> bool:
-    node = data
-    for p in parent:
+def _without_tags(data: Any, loc: tuple) -> tuple:
+    """Drop the union tags pydantic puts in error paths (steps.2.quantize.mode -> steps.2.mode).
+
+    Every discriminated union here is tagged by a `kind` or `step` key, and pydantic always
+    puts the tag right after the union's own position, so a part equal to the current
+    mapping's tag value is the tag.
+    """
+    node, shown, tag_seen = data, [], False
+    for part in loc:
+        if (not tag_seen and isinstance(node, dict)
+                and part in (node.get("kind"), node.get("step"))):
+            tag_seen = True
+            continue
+        shown.append(part)
+        tag_seen = False
         try:
-            node = node[p]
+            node = node[part]
         except (KeyError, IndexError, TypeError):
-            return False
-    return isinstance(node, dict) and part not in node and part in node.values()
+            node = None
+    return tuple(shown)
 
 
 def schema() -> dict:

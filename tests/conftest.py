@@ -40,7 +40,7 @@ def tiny_keras(tmp_path_factory) -> Path:
         keras.layers.Dense(10, activation="softmax"),
     ])
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=12, batch_size=32, verbose=0)
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model.save(path)
     return path

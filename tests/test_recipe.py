@@ -52,11 +52,11 @@ def test_good_recipe_resolves_names_and_inputs(tmp_path):
     ("old", "new", "line", "path", "words"),
     [
         ("  alpha: 0.35", "  alpha: wide", 5, "source.alpha", "valid number"),
-        ("  max_accuracy_drop: 1.0", "  max_acuracy_drop: 1.0", 15, "validate.max_acuracy_drop",
+        ("  max_accuracy_drop: 1.0", "  max_acuracy_drop: 1.0", 14, "validate.max_acuracy_drop",
          "did you mean 'max_accuracy_drop'"),
-        ("    name: int8", "    name: int8\n    mode: fast", 14, "steps.1.mode",
+        ("    name: int8", "    name: int8\n    mode: fast", 13, "steps.1.mode",
          "'static' or 'dynamic'"),
-        ("  - step: quantize", "  - step: prune", 12, "steps.1", "unknown step 'prune'"),
+        ("  - step: quantize", "  - step: prune", 11, "steps.1.step", "unknown step 'prune'"),
         ("  kind: sklearn-digits", "  kind: npz\n  path: nowhere.npz", 9, "dataset.path",
          "file not found"),
         ("  architecture: MobileNetV2", "  architecture: MobileNetV9", 4, "source.architecture",
@@ -65,6 +65,10 @@ def test_good_recipe_resolves_names_and_inputs(tmp_path):
         ("name: demo", "name: ../escape", 1, "name", "pattern"),
         ("  input_size: 32", "  input_size: 32\n  alpha: 0.5", 7, "source.alpha",
          "duplicate key"),
+        ("  kind: sklearn-digits", "  kind: sklearn-digits\n  splt: {test: 0.3}", 9,
+         "dataset.splt", "did you mean 'split'"),
+        ("    name: int8", "    name: int8\n    calibration_sample: 9", 13,
+         "steps.1.calibration_sample", "did you mean 'calibration_samples'"),
     ],
 )
 def test_malformed_recipe_names_file_line_and_key(tmp_path, old, new, line, path, words):
@@ -81,7 +85,7 @@ def test_malformed_recipe_names_file_line_and_key(tmp_path, old, new, line, path
 def test_step_input_must_be_earlier(tmp_path):
     body = GOOD.replace("    name: int8", "    name: int8\n    input: later")
     err = _error(tmp_path, body)
-    assert (err.path, err.line) == ("steps.1.input", 15)
+    assert (err.path, err.line) == ("steps.1.input", 13)
     assert "not an earlier step" in err.message
 
 
