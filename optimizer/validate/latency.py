@@ -1,9 +1,9 @@
-"""Batch-1 latency, measured in fresh subprocesses with models of one framework interleaved.
+"""Batch-1 latency of several models, measured together in one fresh subprocess.
 
-Speeds are only compared as ratios from one run: all ONNX candidates share one process and
-are timed in alternating rounds, so a slow patch of the machine hits all of them alike.
-TensorFlow models get a process of their own because TensorFlow fixes its thread pools at
-first use and oneDNN reads its ISA cap from the environment at load.
+Speeds are only compared as ratios from one run: all models share one process and are timed
+in short alternating rounds, so a slow patch of a shared machine hits all of them alike.
+A fresh process because TensorFlow fixes its thread pools at first use and oneDNN reads its
+ISA cap from the environment at load; both are set here for the target.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from optimizer.errors import OptimizerError
 from optimizer.model import ModelRef
 
 ONEDNN_CAP = {"avx2": "AVX2", "avx512_vnni": "AVX512_CORE_VNNI"}
-ROUNDS = 5
+RUNS_PER_ROUND = 10
 
 
 def isa_env(target_isa: str) -> dict[str, str]:
@@ -42,7 +42,7 @@ def cap_note(kind: str, target: str) -> str:
 
 def measure(models: dict[str, ModelRef], sample: np.ndarray, threads: int, warmup: int,
             runs: int, target_isa: str, timeout: float = 1800.0) -> dict[str, dict]:
-    """{name: stats} for models of one framework, timed in one process."""
+    """{name: stats}, all timed in one process at `threads` intra-op threads."""
     with tempfile.TemporaryDirectory(prefix="optimizer-lat-") as tmp:
         inp = Path(tmp) / "x.npy"
         np.save(inp, sample.astype(np.float32))
@@ -51,7 +51,7 @@ def measure(models: dict[str, ModelRef], sample: np.ndarray, threads: int, warmu
                            "signature": m.info.get("signature", "serving_default")}
                        for n, m in models.items()},
             "input": str(inp), "threads": threads, "warmup": warmup, "runs": runs,
-            "rounds": ROUNDS,
+            "rounds": max(1, runs // RUNS_PER_ROUND),
         }
         env = {**os.environ, **isa_env(target_isa), "OMP_NUM_THREADS": str(threads),
                "TF_CPP_MIN_LOG_LEVEL": "3"}

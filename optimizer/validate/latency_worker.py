@@ -69,10 +69,12 @@ def main() -> None:
         stats[name] = {"load_ms": round(load_ms, 3),
                        "first_ms": round((time.perf_counter() - t0) * 1000, 3)}
         times[name] = []
-    for _ in range(rounds):  # alternate models so drift in machine speed hits all alike
+    for call in calls.values():
+        for _ in range(int(args["warmup"])):
+            call(x)
+    for _ in range(rounds):  # short alternating rounds: drift in machine speed hits all alike
         for name, call in calls.items():
-            for _ in range(int(args["warmup"])):
-                call(x)
+            call(x)  # untimed: refill caches after the other models ran
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 call(x)

@@ -1,0 +1,163 @@
+"""Batch-1 latency of a recipe's source Keras model (TensorFlow) against its ONNX artifacts.
+
+All models are timed in one process, at the same intra-op thread count, in short alternating
+rounds (optimizer.validate.latency), so the ratios hold even on a machine whose speed drifts.
+Targets from issue 3: the shipped artifact at most 0.5x TensorFlow, int8 faster than fp32.
+
+`--sweep` adds untrained MobileNetV2 variants at several widths and input sizes, exported,
+optimized and int8-quantized by the same steps, to show where int8 starts to pay on this CPU.
+
+    python benchmarks/pipeline_latency.py [--recipe R] [--threads 1,2] [--runs 500] [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from rich.console import Console
+from rich.table import Table
+
+from optimizer import hostinfo, targets
+from optimizer.cache import Cache, default_root
+from optimizer.data import load_dataset, prepared
+from optimizer.model import ModelRef
+from optimizer.pipeline import build
+from optimizer.preprocess import Preprocess
+from optimizer.progress import Progress
+from optimizer.recipe import ArchitectureSource, load_recipe
+from optimizer.steps import STEPS
+from optimizer.steps.base import StepContext
+from optimizer.validate.latency import measure
+
+SWEEP = "0.35x64,0.35x96,0.5x96,0.75x96,1.0x96,1.0x128"
+console = Console()
+
+
+def recipe_models(recipe_path: Path, progress: Progress):
+    recipe = load_recipe(recipe_path)
+    result = build(recipe, recipe_path, None, Cache(default_root()), progress)
+    report = result.report
+    pre = Preprocess.model_validate_json((result.out_dir / "preprocess.json").read_text())
+    models = {}
+    for a in report["artifacts"]:
+        path = result.out_dir / a["file"]
+        if a["name"] == "source" and not path.exists():
+            path = Path(recipe.source.path)  # user's own file, not copied
+        label = "tensorflow" if a["name"] == "source" else a["name"]
+        models[label] = ModelRef(kind=a["kind"], path=path, preprocess=pre, classes=[],
+                                 digest="-", info=a["info"])
+    return recipe, report, models
+
+
+def sweep(recipe, dataset, sizes: str, threads: int, runs: int, progress: Progress) -> list[dict]:
+    from optimizer.sources.architecture import build as build_net
+
+    rows = []
+    quantize_cfg = next((s for s in recipe.steps if s.step == "quantize"), None)
+    for item in sizes.split(","):
+        alpha, size = float(item.split("x")[0]), int(item.split("x")[1])
+        with tempfile.TemporaryDirectory() as tmp:
+            src_cfg = ArchitectureSource(kind="architecture", architecture="MobileNetV2",
+                                         alpha=alpha, input_size=size)
+            net = build_net(src_cfg, len(dataset.classes))
+            keras_path = Path(tmp) / "model.keras"
+            net.save(keras_path)
+            model = ModelRef(kind="keras", path=keras_path,
+                             preprocess=Preprocess(size=(size, size)), classes=dataset.classes)
+            made = {}
+            for kind, cfg in (("export_onnx", {"atol": 1e-3}), ("optimize_graph", {}),
+                              ("quantize", quantize_cfg.model_dump(exclude={"name", "input"})
+                               if quantize_cfg else {})):
+                out = Path(tmp) / kind
+                out.mkdir()
+                ctx = StepContext(out_dir=out, recipe=recipe, dataset=dataset, progress=progress)
+                cfg = {k: v for k, v in cfg.items() if k != "step"}
+                model = STEPS[kind].run(model, STEPS[kind].config(step=kind, **cfg), ctx)
+                made[kind] = model
+            x = prepared(dataset, "test", model.preprocess, limit=1)
+            stats = measure({"fp32": made["optimize_graph"], "int8": made["quantize"]}, x,
+                            threads, 10, runs, targets.TARGETS[recipe.target.name].isa)
+            ratio = stats["int8"]["p50_ms"] / stats["fp32"]["p50_ms"]
+            rows.append({"alpha": alpha, "input_size": size, "threads": threads,
+                         "fp32_p50_ms": stats["fp32"]["p50_ms"],
+                         "int8_p50_ms": stats["int8"]["p50_ms"], "int8_over_fp32": round(ratio, 3)})
+            console.print(f"sweep MobileNetV2 a{alpha} {size}px: fp32 "
+                          f"{stats['fp32']['p50_ms']:.3f} ms, int8 {stats['int8']['p50_ms']:.3f} ms"
+                          f" ({ratio:.2f}x)")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", type=Path, default=Path("recipes/mobilenet-lambda.yaml"))
+    ap.add_argument("--threads", default="1")
+    ap.add_argument("--runs", type=int, default=500)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--sweep", nargs="?", const=SWEEP, default=None,
+                    help=f"int8 vs fp32 over MobileNetV2 ALPHAxSIZE list [default: {SWEEP}]")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline_latency.json"))
+    args = ap.parse_args()
+
+    progress = Progress()
+    recipe, report, models = recipe_models(args.recipe, progress)
+    dataset = load_dataset(recipe.dataset)
+    x = prepared(dataset, "test", models["tensorflow"].preprocess, limit=1)
+    ship = report["ship"]
+    results = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        t0 = time.perf_counter()
+        stats = measure(models, x, threads, args.warmup, args.runs,
+                        targets.TARGETS[recipe.target.name].isa)
+        tf_p50 = stats["tensorflow"]["p50_ms"]
+        rows = [{"model": name, "kind": models[name].kind, "shipped": name == ship,
+                 **{k: v for k, v in s.items() if k.endswith("_ms") or k in ("runs", "rounds")},
+                 "over_tensorflow": round(s["p50_ms"] / tf_p50, 4)}
+                for name, s in stats.items()]
+        checks = {}
+        if ship:
+            checks["shipped_at_most_0.5x_tensorflow"] = stats[ship]["p50_ms"] <= 0.5 * tf_p50
+        if "int8" in stats:
+            # against the fp32 model it was quantized from, not an unoptimized export
+            parent = next(a["input"] for a in report["recipe"]["resolved"]["steps"]
+                          if a.get("name") == "int8")
+            parent = "tensorflow" if parent == "source" else parent
+            ratio = stats["int8"]["p50_ms"] / stats[parent]["p50_ms"]
+            checks[f"int8_faster_than_{parent}"] = ratio < 1.0
+            checks[f"int8_over_{parent}"] = round(ratio, 3)
+        results.append({"threads": threads, "seconds": round(time.perf_counter() - t0, 1),
+                        "rows": rows, "targets": checks})
+        table = Table(title=f"{recipe.name}: batch 1, {threads} thread(s), "
+                      f"{hostinfo.cpu()['model']}")
+        for col in ("model", "p50 ms", "p95 ms", "load ms", "vs TensorFlow"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in rows:
+            table.add_row(r["model"] + (" (shipped)" if r["shipped"] else ""),
+                          f"{r['p50_ms']:.3f}", f"{r['p95_ms']:.3f}", f"{r['load_ms']:.1f}",
+                          f"{r['over_tensorflow']:.3f}x")
+        console.print(table)
+        console.print(f"targets: {checks}")
+    doc = {
+        "benchmark": "pipeline_latency", "recipe": str(args.recipe),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": hostinfo.cpu(), "libraries": hostinfo.library_versions(),
+        "target": report["target"], "ship": ship, "results": results,
+    }
+    if args.sweep:
+        doc["int8_sweep"] = sweep(recipe, dataset, args.sweep, int(args.threads.split(",")[0]),
+                                  min(args.runs, 300), progress)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
