@@ -96,7 +96,7 @@ def load(cfg, dataset, ctx) -> ModelRef:
     if len(dataset.indices("val")):
         val = (prepared(dataset, "val", pre), dataset.labels_of("val"))
     history = model.fit(
-        _train_data(x, y, cfg.train), epochs=cfg.train.epochs, verbose=0,
+        _train_data(x, y, cfg.train), epochs=cfg.train.epochs, verbose=0, shuffle=False,
         validation_data=val, callbacks=[ctx.progress.keras_callback("train", cfg.train.epochs)],
     )
     out = ctx.out_dir / FILE_NAMES["keras"]

@@ -1,0 +1,181 @@
+"""Sources: SavedModel and ONNX files in; unsafe or corrupt files refused with exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx.external_data_helper import convert_model_to_external_data
+from typer.testing import CliRunner
+
+from optimizer.cli import app
+from optimizer.errors import BadInput
+from optimizer.recipe import load_recipe
+from optimizer.sources import SOURCES
+from tests.conftest import SIZE, digits_16, write_recipe
+
+runner = CliRunner()
+
+RECIPE = """
+name: src
+source:
+  kind: {kind}
+  path: {path}
+  preprocess: {{scale: 0.00392156862745098}}
+dataset:
+  kind: sklearn-digits
+steps:
+{steps}
+validate:
+  max_accuracy_drop: 5
+  latency: {{warmup: 1, runs: 5}}
+"""
+
+
+def _recipe(tmp_path, kind, path, steps="  - step: quantize\n    calibration_samples: 32"):
+    return write_recipe(tmp_path, RECIPE.format(kind=kind, path=path, steps=steps))
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_keras, tmp_path_factory):
+    import tensorflow as tf
+    import tf2onnx
+
+    from optimizer.sources.tf_models import load_keras
+
+    net = load_keras(tiny_keras)
+    spec = (tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, "input"),)
+    proto, _ = tf2onnx.convert.from_keras(net, input_signature=spec, opset=17)
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_savedmodel_source_builds(tmp_path, tiny_keras, cache_env):
+    from optimizer.sources.tf_models import load_keras
+
+    saved = tmp_path / "saved"
+    load_keras(tiny_keras).export(str(saved))
+    recipe = _recipe(tmp_path, "savedmodel", saved, "  - step: export_onnx")
+    result = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [a["name"] for a in doc["artifacts"]] == ["source", "export_onnx"]
+    assert doc["artifacts"][1]["validation"]["agreement"] == 100.0
+    assert json.loads((tmp_path / "out" / "preprocess.json").read_text())["size"] == [SIZE, SIZE]
+
+
+def test_onnx_source_quantized(tmp_path, tiny_onnx, cache_env):
+    recipe = _recipe(tmp_path, "onnx", tiny_onnx)
+    result = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [a["candidate"] for a in doc["artifacts"]] == [True, True]
+    assert doc["ship"] in ("source", "quantize")
+
+
+def test_onnx_external_data_outside_folder_is_refused(tmp_path, tiny_onnx):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model = onnx.load(str(tiny_onnx))
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save(model, str(model_dir / "m.onnx"))
+    shutil.move(model_dir / "weights.bin", tmp_path / "weights.bin")
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save(model, str(model_dir / "m.onnx"))  # points outside its folder now
+    ds = digits_16()[0]
+    cfg = load_recipe(_recipe(tmp_path, "onnx", model_dir / "m.onnx")).source
+    with pytest.raises(BadInput, match="outside the model's folder"):
+        SOURCES["onnx"].load(cfg, ds, None)
+
+
+def test_onnx_external_data_inside_folder_is_hashed(tmp_path, tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    ds = digits_16()[0]
+    cfg = load_recipe(_recipe(tmp_path, "onnx", tmp_path / "m.onnx")).source
+    first = SOURCES["onnx"].load(cfg, ds, None)
+    data = bytearray((tmp_path / "weights.bin").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "weights.bin").write_bytes(bytes(data))
+    assert SOURCES["onnx"].load(cfg, ds, None).digest != first.digest
+
+
+def test_corrupt_onnx_exits_2(tmp_path, cache_env):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    recipe = _recipe(tmp_path, "onnx", bad)
+    result = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "bad.onnx" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_keras_lambda_layer_refused_by_safe_mode(tmp_path, cache_env):
+    import keras
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    out = keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2.0)(inp)))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inp, out).save(path)
+    recipe = _recipe(tmp_path, "keras", path, "  - step: export_onnx")
+    result = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "lambda.keras" in result.output and "safe mode" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_with_wrong_class_count_refused(tmp_path, cache_env):
+    import keras
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inp))
+    path = tmp_path / "three.keras"
+    keras.Model(inp, out).save(path)
+    recipe = _recipe(tmp_path, "keras", path, "  - step: export_onnx")
+    result = runner.invoke(app, ["build", str(recipe)])
+    assert result.exit_code == 2
+    assert "3 outputs but the dataset has 10 classes" in result.output
+
+
+def test_npz_dataset(tmp_path):
+    from optimizer.data import load_dataset
+    from optimizer.recipe import NpzDataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(60, 12, 12), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 20)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ds = load_dataset(NpzDataset(kind="npz", path=tmp_path / "d.npz", classes=["a", "b", "c"]))
+    assert ds.classes == ["a", "b", "c"]
+    assert sorted(np.concatenate([ds.indices(s) for s in ("train", "val", "test")])) == list(
+        range(60))
+    assert np.bincount(ds.labels_of("test")).tolist() == [4, 4, 4]  # stratified
+    np.savez(tmp_path / "bad.npz", x=x, y=y[:5])
+    with pytest.raises(BadInput, match="one label per image"):
+        load_dataset(NpzDataset(kind="npz", path=tmp_path / "bad.npz"))
+
+
+def test_folder_dataset(tmp_path):
+    from PIL import Image
+
+    from optimizer.data import load_dataset
+    from optimizer.recipe import FolderDataset
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.new("RGB", (10 + i, 8), color=(i * 40, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    ds = load_dataset(FolderDataset(kind="folder", path=tmp_path))
+    assert ds.classes == ["cat", "dog"] and len(ds.labels) == 10
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(BadInput, match=r"broken\.png: not a readable image"):
+        load_dataset(FolderDataset(kind="folder", path=tmp_path))
