@@ -77,3 +77,27 @@ def test_failed_step_publishes_nothing(tmp_path, tiny_keras, cache_env):
     assert "step 'fp32'" in json.loads(result.stdout)["error"]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
+
+
+def test_two_builds_of_one_recipe_at_once(tmp_path, tiny_keras, cache_env):
+    import os
+    import subprocess
+    import sys
+
+    recipe = tiny_recipe(tmp_path, tiny_keras)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "optimizer", "build", str(recipe), "--out", str(out), "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ}) for _ in range(2)]
+    docs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr.decode()[-2000:]
+        docs.append(json.loads(stdout))
+    assert docs[0]["artifacts"][1]["digest"] == docs[1]["artifacts"][1]["digest"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["ship"] is not None
+    leftovers = [p for p in cache_env.rglob(".tmp-*")]
+    assert leftovers == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == [
+        ".out.lock"]

@@ -48,7 +48,8 @@ def tiny_onnx(tiny_keras, tmp_path_factory):
 
     net = load_keras(tiny_keras)
     spec = (tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, "input"),)
-    proto, _ = tf2onnx.convert.from_keras(net, input_signature=spec, opset=17)
+    fn = tf.function(lambda x: net(x, training=False), input_signature=spec)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     onnx.save(proto, str(path))
     return path

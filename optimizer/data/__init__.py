@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -72,7 +71,7 @@ def prepared(
     return x if limit is None else x[:limit]
 
 
-def load_dataset(cfg, base: Path | None = None) -> Dataset:
+def load_dataset(cfg) -> Dataset:
     from optimizer.data import digits, folder, npz
 
     loaders = {"sklearn-digits": digits.load, "folder": folder.load, "npz": npz.load}

@@ -22,11 +22,12 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## Artifacts",
         "",
-        "| artifact | step | size | accuracy | drop | agreement | p50 ms | p95 ms | load ms "
-        "| est. $/1M | gates |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| artifact | step | size | accuracy | drop | agreement | p50 ms | p95 ms | vs source "
+        "| load ms | est. $/1M | gates |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     src_acc = r["artifacts"][0]["validation"]["accuracy"]
+    src_p50 = r["artifacts"][0]["validation"]["latency"]["p50_ms"]
     for a in r["artifacts"]:
         v, lat = a["validation"], a["validation"]["latency"]
         gates = ", ".join(
@@ -36,7 +37,7 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             f"| {a['name']}{mark} | {a['step']} | {_mb(v['size_bytes'])} | {v['accuracy']:.2f}% "
             f"| {src_acc - v['accuracy']:+.2f} | {v['agreement']:.2f}% | {lat['p50_ms']:.3f} "
-            f"| {lat['p95_ms']:.3f} | {lat['load_ms']:.1f} "
+            f"| {lat['p95_ms']:.3f} | {lat['p50_ms'] / src_p50:.3f}x | {lat['load_ms']:.1f} "
             f"| {a['estimate']['cost_per_million_usd']:.4f} | {gates} |"
         )
     lines += [
@@ -56,16 +57,24 @@ def render(r: dict[str, Any]) -> str:
         f"- Host extensions the target does not promise: "
         f"{', '.join(vs['host_extra_flags']) or 'none'}",
         "",
-        "| artifact | ISA cap |",
-        "|---|---|",
     ]
-    for a in r["artifacts"]:
-        lines.append(f"| {a['name']} | {a['validation']['latency'].get('isa_cap', '-')} |")
+    caps = {a["name"]: a["validation"]["latency"].get("isa_cap", "-") for a in r["artifacts"]}
+    if len(set(caps.values())) == 1:
+        lines.append(f"- ISA cap: {next(iter(caps.values()))}")
+    else:
+        lines += ["", "| artifact | ISA cap |", "|---|---|"]
+        lines += [f"| {name} | {cap} |" for name, cap in caps.items()]
     lines += ["", "## Steps", ""]
     for a in r["artifacts"]:
-        info = {k: v for k, v in a["info"].items() if k not in ("history", "ops", "ops_before",
-                                                               "ops_after")}
+        info = a["info"]
+        shown = "; ".join(f"{k}: {v}" for k, v in info.items()
+                          if k not in ("history", "ops", "ops_before", "ops_after", "why",
+                                       "passes"))
         lines.append(f"- **{a['name']}** ({a['step']}, {'cached' if a['cached'] else 'built'}"
-                     f" in {a['build_seconds']} s): {info}")
+                     f" in {a['build_seconds']} s): {shown}")
+        lines += [f"  - {why}" for why in info.get("why", [])]
+        lines += [f"  - pass {p['pass']}: " + (f"{p['nodes_before']} -> {p['nodes_after']} nodes"
+                                               if p["kept"] else f"rolled back ({p['reason']})")
+                  for p in info.get("passes", [])]
     lines += ["", "Libraries: " + ", ".join(f"{k} {v}" for k, v in r["libraries"].items()), ""]
     return "\n".join(lines)
