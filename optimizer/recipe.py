@@ -10,6 +10,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -38,23 +39,23 @@ def _resolve(value: Path, info: ValidationInfo, must: str) -> Path:
         raise ValueError(f"file not found: {path}")
     if must == "dir" and not path.is_dir():
         raise ValueError(f"folder not found: {path}")
-    if must == "any" and not path.exists():
-        raise ValueError(f"not found: {path}")
     return path
 
+
+ExistingFile = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "file"))]
+ExistingDir = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "dir"))]
 
 # --- sources -------------------------------------------------------------------------
 
 
 class KerasSource(Strict):
     kind: Literal["keras"]
-    path: Path = Field(description=".keras or .h5 file, loaded with safe mode on")
+    path: ExistingFile = Field(description=".keras or .h5 file, loaded with safe mode on")
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
     @field_validator("path")
     @classmethod
-    def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        v = _resolve(v, info, "file")
+    def _suffix(cls, v: Path) -> Path:
         if v.suffix not in (".keras", ".h5"):
             raise ValueError(f"expected a .keras or .h5 file, got {v.name}")
         return v
@@ -62,14 +63,13 @@ class KerasSource(Strict):
 
 class SavedModelSource(Strict):
     kind: Literal["savedmodel"]
-    path: Path
+    path: ExistingDir
     signature: str = "serving_default"
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
     @field_validator("path")
     @classmethod
-    def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        v = _resolve(v, info, "dir")
+    def _saved_model(cls, v: Path) -> Path:
         if not (v / "saved_model.pb").is_file():
             raise ValueError(f"{v} has no saved_model.pb")
         return v
@@ -77,13 +77,8 @@ class SavedModelSource(Strict):
 
 class OnnxSource(Strict):
     kind: Literal["onnx"]
-    path: Path
+    path: ExistingFile
     preprocess: Preprocess = Field(default_factory=Preprocess)
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info, "file")
 
 
 class TrainConfig(Strict):
@@ -138,25 +133,15 @@ class DigitsDataset(Strict):
 
 class FolderDataset(Strict):
     kind: Literal["folder"]
-    path: Path
+    path: ExistingDir
     split: Split = Field(default_factory=Split)
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info, "dir")
 
 
 class NpzDataset(Strict):
     kind: Literal["npz"]
-    path: Path
+    path: ExistingFile
     classes: list[str] | None = None
     split: Split = Field(default_factory=Split)
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info, "file")
 
 
 DatasetConfig = Annotated[
@@ -166,24 +151,19 @@ DatasetConfig = Annotated[
 # --- target, gates, package ----------------------------------------------------------
 
 
+def _one_of(table: dict, what: str) -> AfterValidator:
+    def check(v: str) -> str:
+        if v not in table:
+            raise ValueError(f"unknown {what} '{v}'; choose one of {sorted(table)}")
+        return v
+
+    return AfterValidator(check)
+
+
 class TargetConfig(Strict):
-    name: str = targets.DEFAULT_TARGET
-    runtime: str = targets.DEFAULT_RUNTIME
+    name: Annotated[str, _one_of(targets.TARGETS, "target")] = targets.DEFAULT_TARGET
+    runtime: Annotated[str, _one_of(targets.RUNTIMES, "runtime")] = targets.DEFAULT_RUNTIME
     memory_mb: int = targets.DEFAULT_MEMORY_MB
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if v not in targets.TARGETS:
-            raise ValueError(f"unknown target '{v}'; choose one of {sorted(targets.TARGETS)}")
-        return v
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, v: str) -> str:
-        if v not in targets.RUNTIMES:
-            raise ValueError(f"unknown runtime '{v}'; choose one of {sorted(targets.RUNTIMES)}")
-        return v
 
     @field_validator("memory_mb")
     @classmethod

@@ -85,6 +85,13 @@ def test_static_quantization_is_int8_and_accurate(env, fp32, fmt):
     assert _accuracy(env, fp32) - _accuracy(env, q) < 0.05
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration(env, fp32, method):
+    q = _run(env, "quantize", fp32, calibration=method, calibration_samples=32)
+    assert q.info["calibration"] == method
+    assert _accuracy(env, fp32) - _accuracy(env, q) < 0.1
+
+
 def test_dynamic_quantization_runs(env, fp32):
     q = _run(env, "quantize", fp32, mode="dynamic")
     dynamic_ops = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,4 +37,3 @@ class StepContext:
     recipe: Recipe
     dataset: Dataset
     progress: Progress
-    notes: dict[str, Any] = field(default_factory=dict)

@@ -22,7 +22,7 @@ class ExportOnnxConfig(StepConfig):
 
 
 def _tf_callable(model: ModelRef):
-    """A tf.function of the source plus a TF-side predict for the parity check."""
+    """The source as a tf.function over float32 batches with a dynamic batch dimension."""
     import tensorflow as tf
 
     from optimizer.sources.tf_models import load_tf

@@ -67,15 +67,14 @@ class _Reader:
     """Feeds calibration batches; ONNX Runtime's CalibrationDataReader protocol."""
 
     def __init__(self, input_name: str, x: np.ndarray, batch: int = 16) -> None:
-        self._batches = iter(
-            [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
-        )
+        self._data = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
+        self._batches = iter(self._data)
 
     def get_next(self):
         return next(self._batches, None)
 
-    def rewind(self) -> None:  # pragma: no cover - only for multi-pass calibrators
-        raise NotImplementedError
+    def rewind(self) -> None:
+        self._batches = iter(self._data)
 
 
 def run(model: ModelRef, config: QuantizeConfig, ctx: StepContext) -> ModelRef:
