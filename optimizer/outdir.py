@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optimizer.errors import BadInput
 from optimizer.report.markdown import render
 
 if TYPE_CHECKING:
@@ -38,6 +39,17 @@ def _copy_model(art: Artifact, dest: Path) -> None:
         shutil.copy2(art.model.path, dest)
 
 
+def check_replaceable(out: Path) -> None:
+    """Only an earlier build's output (or an empty folder) may be replaced as a whole."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BadInput(f"{out}: output path exists and is not a folder")
+    if any(out.iterdir()) and not (out / "report.json").is_file():
+        raise BadInput(f"{out}: output folder is not empty and holds no report.json from an "
+                       "earlier build; refusing to replace it")
+
+
 def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe) -> None:
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +65,7 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe) 
         (tmp / "report.md").write_text(render(report))
         with open(out.parent / f".{out.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            check_replaceable(out)
             old = None
             if out.exists():
                 old = out.parent / f".{out.name}.old-{os.getpid()}"

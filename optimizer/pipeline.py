@@ -15,7 +15,7 @@ from optimizer.cache import Cache, code_digest, make_key, versions
 from optimizer.data import Dataset, load_dataset, prepared
 from optimizer.errors import GateFailed
 from optimizer.model import ModelRef, sha256_file, size_bytes
-from optimizer.outdir import artifact_file, publish
+from optimizer.outdir import artifact_file, check_replaceable, publish
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
 from optimizer.sources import SOURCES
@@ -184,6 +184,7 @@ class Builder:
     def run(self, out_dir: Path) -> BuildResult:
         started = time.time()
         t0 = time.perf_counter()
+        check_replaceable(out_dir)  # fail before an hour of work, not after
         dataset = load_dataset(self.recipe.dataset)
         self.progress.log(
             f"dataset {dataset.name}: {len(dataset.labels)} images, {len(dataset.classes)} "

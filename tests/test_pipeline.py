@@ -67,6 +67,17 @@ def test_gate_failure_exits_1_and_still_reports(tmp_path, tiny_keras, cache_env)
     assert "Nothing to ship" in (out / "report.md").read_text()
 
 
+def test_refuses_to_replace_a_foreign_folder(tmp_path, tiny_keras, cache_env):
+    recipe = tiny_recipe(tmp_path, tiny_keras)
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.txt").write_text("do not delete")
+    result = _build(recipe, out)
+    assert result.exit_code == 2
+    assert "refusing to replace" in json.loads(result.stdout)["error"]
+    assert (out / "thesis.txt").read_text() == "do not delete"
+
+
 def test_failed_step_publishes_nothing(tmp_path, tiny_keras, cache_env):
     recipe = tiny_recipe(tmp_path, tiny_keras)
     text = recipe.read_text().replace("    name: fp32\n", "    name: fp32\n    atol: 1.0e-12\n")
