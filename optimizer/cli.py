@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from optimizer import __version__
-from optimizer.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, OptimizerError
+from optimizer.errors import EXIT_GATE, EXIT_OK, OptimizerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -140,13 +140,9 @@ def targets_cmd(as_json: JsonOpt = False) -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except SystemExit as exc:  # typer's usage errors exit 2 already; keep codes as they are
-        raise SystemExit(exc.code if exc.code is not None else 0) from None
+    """Console-script entry point; usage errors from typer already exit with 2."""
+    app()
 
 
 if __name__ == "__main__":
     main()
-
-__all__ = ["EXIT_BAD_INPUT", "app", "main"]

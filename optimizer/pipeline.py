@@ -135,7 +135,7 @@ class Builder:
 
     # --- measuring --------------------------------------------------------------------
 
-    def _validation_key(self, kind: str, digests: list[str], dataset: Dataset) -> str:
+    def _validation_key(self, kind: str, digests: list, dataset: Dataset) -> str:
         g, t = self.recipe.gates, self.recipe.target
         return make_key({
             "validate": kind, "models": digests, "dataset": dataset.digest,
@@ -164,7 +164,7 @@ class Builder:
     def latency(self, group: list[Artifact], dataset: Dataset) -> None:
         """One subprocess for all models, timed in alternating rounds, so ratios are fair."""
         g, t = self.recipe.gates, self.recipe.target
-        key = self._validation_key("latency", [a.model.digest for a in group], dataset)
+        key = self._validation_key("latency", [(a.name, a.model.digest) for a in group], dataset)
         hit = None if self.force else self.cache.get_json(key)
         if hit is None:
             self.misses += 1
