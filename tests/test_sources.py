@@ -180,3 +180,17 @@ def test_folder_dataset(tmp_path):
     (tmp_path / "dog" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(BadInput, match=r"broken\.png: not a readable image"):
         load_dataset(FolderDataset(kind="folder", path=tmp_path))
+
+
+def test_splits_are_deterministic_and_disjoint():
+    from optimizer.data import split_indices
+
+    labels = np.repeat(np.arange(5), 30)
+    a = split_indices(labels, 0.2, 0.1, seed=7)
+    b = split_indices(labels, 0.2, 0.1, seed=7)
+    c = split_indices(labels, 0.2, 0.1, seed=8)
+    assert all(np.array_equal(a[s], b[s]) for s in a)
+    assert not np.array_equal(a["test"], c["test"])
+    joined = np.concatenate([a["train"], a["val"], a["test"]])
+    assert sorted(joined.tolist()) == list(range(150))
+    assert (len(a["test"]), len(a["val"])) == (30, 15)
