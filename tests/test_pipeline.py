@@ -112,3 +112,36 @@ def test_two_builds_of_one_recipe_at_once(tmp_path, tiny_keras, cache_env):
     assert leftovers == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == [
         ".out.lock"]
+
+
+def test_architecture_source_trains_once(tmp_path, cache_env):
+    """The trained source is a cached step output: the second build does not retrain."""
+    from tests.conftest import write_recipe
+
+    recipe = write_recipe(tmp_path, """
+        name: arch
+        source:
+          kind: architecture
+          architecture: MobileNetV2
+          alpha: 0.35
+          input_size: 32
+          train: {epochs: 1, batch_size: 64}
+        dataset:
+          kind: sklearn-digits
+        steps:
+          - step: export_onnx
+        validate:
+          max_accuracy_drop: 100
+          latency: {warmup: 1, runs: 5}
+        """)
+    out = tmp_path / "out"
+    first = json.loads(_build(recipe, out).stdout)
+    assert first["ok"], first
+    source = first["artifacts"][0]
+    assert source["step"] == "architecture" and not source["cached"]
+    assert source["info"]["architecture"] == "MobileNetV2" and "history" in source["info"]
+    assert (out / "source.keras").is_file() and (out / "export_onnx.onnx").is_file()
+    assert json.loads((out / "preprocess.json").read_text())["size"] == [32, 32]
+    second = json.loads(_build(recipe, out).stdout)
+    assert second["artifacts"][0]["cached"] and second["cache"]["all_cached"]
+    assert second["artifacts"][0]["digest"] == source["digest"]
