@@ -277,7 +277,8 @@ def _format_error(err: dict[str, Any], known: list[str]) -> str:
         msg = msg[len("Value error, ") :]
     inp = err.get("input")
     if kind not in ("value_error", "assertion_error") and not isinstance(inp, dict | list):
-        msg += f" (got {inp!r})"
+        shown = repr(inp)
+        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return msg
 
 
