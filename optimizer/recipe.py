@@ -144,8 +144,20 @@ class NpzDataset(Strict):
     split: Split = Field(default_factory=Split)
 
 
+class FashionMnistDataset(Strict):
+    """Debian's dataset-fashion-mnist; the canonical 10,000-image test set by default."""
+
+    kind: Literal["fashion-mnist"]
+    path: ExistingDir = Path("/usr/share/datasets/fashion-mnist")
+    canonical_test: bool = Field(default=True, description="test on t10k, not a pooled split")
+    train_limit: int | None = Field(default=None, ge=10, description="class-balanced subset")
+    test_limit: int | None = Field(default=None, ge=10, description="class-balanced subset")
+    split: Split = Field(default_factory=Split)
+
+
 DatasetConfig = Annotated[
-    DigitsDataset | FolderDataset | NpzDataset, Field(discriminator="kind")
+    DigitsDataset | FolderDataset | NpzDataset | FashionMnistDataset,
+    Field(discriminator="kind"),
 ]
 
 # --- target, gates, package ----------------------------------------------------------

@@ -194,3 +194,39 @@ def test_splits_are_deterministic_and_disjoint():
     joined = np.concatenate([a["train"], a["val"], a["test"]])
     assert sorted(joined.tolist()) == list(range(150))
     assert (len(a["test"]), len(a["val"])) == (30, 15)
+
+
+def test_fashion_mnist_canonical_test_split():
+    from optimizer.data import load_dataset
+    from optimizer.recipe import FashionMnistDataset
+
+    cfg = FashionMnistDataset(kind="fashion-mnist", train_limit=500, test_limit=100)
+    ds = load_dataset(cfg)
+    assert ds.classes[0] == "t-shirt/top" and len(ds.classes) == 10
+    assert {s: len(ds.indices(s)) for s in ("train", "val", "test")} == {
+        "train": 450, "val": 50, "test": 100}
+    assert np.bincount(ds.labels_of("test")).tolist() == [10] * 10
+    assert ds.images[0].shape == (28, 28) and ds.images[0].dtype == np.uint8
+    assert load_dataset(cfg).digest == ds.digest
+
+
+def test_fashion_mnist_bad_idx_file(tmp_path):
+    import gzip
+
+    from optimizer.data import load_dataset
+    from optimizer.data.fashion_mnist import FILES
+    from optimizer.recipe import FashionMnistDataset
+
+    src = FashionMnistDataset(kind="fashion-mnist").path
+    for img, lbl in FILES.values():
+        shutil.copy(src / lbl, tmp_path / lbl)
+        shutil.copy(src / img, tmp_path / img)
+    with gzip.open(tmp_path / FILES["test"][0], "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") * 3 + b"short")
+    cfg = FashionMnistDataset(kind="fashion-mnist", path=tmp_path)
+    with pytest.raises(BadInput, match="header says"):
+        load_dataset(cfg)
+    # the default path is not checked at recipe time; an absent package gets a hint
+    missing = cfg.model_copy(update={"path": tmp_path / "nowhere"})
+    with pytest.raises(BadInput, match="apt-get install dataset-fashion-mnist"):
+        load_dataset(missing)

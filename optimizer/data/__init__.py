@@ -47,16 +47,21 @@ def split_indices(labels: np.ndarray, test: float, val: float, seed: int) -> dic
 
 
 def make(
-    name: str, images: list[np.ndarray], labels: np.ndarray, classes: list[str], split_cfg
+    name: str, images: list[np.ndarray], labels: np.ndarray, classes: list[str], split_cfg,
+    splits: dict[str, np.ndarray] | None = None,
 ) -> Dataset:
+    """A Dataset with a content digest; splits are stratified from `split_cfg` unless given."""
     labels = np.asarray(labels, dtype=np.int64)
     h = hashlib.sha256()
     for img in images:
         h.update(str(img.shape).encode())
         h.update(np.ascontiguousarray(img).tobytes())
     h.update(labels.tobytes())
+    if splits is None:
+        splits = split_indices(labels, split_cfg.test, split_cfg.val, split_cfg.seed)
     h.update(json.dumps({"classes": classes, "split": split_cfg.model_dump()}).encode())
-    splits = split_indices(labels, split_cfg.test, split_cfg.val, split_cfg.seed)
+    for s in SPLITS:
+        h.update(splits[s].tobytes())
     return Dataset(name, images, labels, classes, splits, h.hexdigest())
 
 
@@ -72,7 +77,8 @@ def prepared(
 
 
 def load_dataset(cfg) -> Dataset:
-    from optimizer.data import digits, folder, npz
+    from optimizer.data import digits, fashion_mnist, folder, npz
 
-    loaders = {"sklearn-digits": digits.load, "folder": folder.load, "npz": npz.load}
+    loaders = {"sklearn-digits": digits.load, "folder": folder.load, "npz": npz.load,
+               "fashion-mnist": fashion_mnist.load}
     return loaders[cfg.kind](cfg)
