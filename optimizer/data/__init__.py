@@ -21,7 +21,8 @@ class Dataset:
     classes: list[str]
     splits: dict[str, np.ndarray]
     digest: str
-    _prepared: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
+    _prepared: dict[tuple[str, str, int | None], np.ndarray] = field(
+        default_factory=dict, repr=False)
 
     def indices(self, split: str, limit: int | None = None) -> np.ndarray:
         idx = self.splits[split]
@@ -68,12 +69,18 @@ def make(
 def prepared(
     ds: Dataset, split: str, spec: Preprocess, limit: int | None = None
 ) -> np.ndarray:
-    """Model-ready float32 batch for a split; memoised per preprocessing spec."""
+    """Model-ready float32 batch of a split's first `limit` images, memoised.
+
+    Only what is asked for is converted: a calibration set of 256 from a 54,000-image split
+    must not cost gigabytes.
+    """
     key = (split, spec.model_dump_json())
-    if key not in ds._prepared:
-        ds._prepared[key] = apply([ds.images[i] for i in ds.splits[split]], spec)
-    x = ds._prepared[key]
-    return x if limit is None else x[:limit]
+    whole = ds._prepared.get((*key, None))
+    if whole is not None:
+        return whole if limit is None else whole[:limit]
+    if (*key, limit) not in ds._prepared:
+        ds._prepared[(*key, limit)] = apply([ds.images[i] for i in ds.indices(split, limit)], spec)
+    return ds._prepared[(*key, limit)]
 
 
 def load_dataset(cfg) -> Dataset:
