@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +45,13 @@ def _emit(as_json: bool, doc: dict[str, Any], text: Callable[[], None]) -> None:
         text()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so `finally` blocks remove temporary folders on SIGTERM too
+
+
 def _guard(as_json: bool, fn: Callable[[], int]) -> None:
     """Runs a command; known failures become one line on stderr (or JSON) and an exit code."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = fn()
     except OptimizerError as exc:

@@ -145,3 +145,28 @@ def test_architecture_source_trains_once(tmp_path, cache_env):
     second = json.loads(_build(recipe, out).stdout)
     assert second["artifacts"][0]["cached"] and second["cache"]["all_cached"]
     assert second["artifacts"][0]["digest"] == source["digest"]
+
+
+def test_sigterm_mid_step_leaves_no_partial_files(tmp_path, tiny_keras, cache_env):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = tiny_recipe(tmp_path, tiny_keras)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optimizer", "build", str(recipe), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(cache_env.rglob(".tmp-*")):
+        assert proc.poll() is None, "build ended before it was interrupted"
+        time.sleep(0.05)
+    assert list(cache_env.rglob(".tmp-*")), "no step started within 120 s"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert b"nothing was published" in stderr
+    assert list(cache_env.rglob(".tmp-*")) == []
+    assert not out.exists()
