@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -109,6 +110,23 @@ class Cache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def sweep_orphans(self, older_than_s: float = 3600.0) -> int:
+        """Remove temporary folders a killed build (SIGKILL, power loss) left behind.
+
+        Only old ones: a younger folder may belong to a build running right now.
+        """
+        if not self.objects.is_dir():
+            return 0
+        now, removed = time.time(), 0
+        for tmp in self.objects.glob("*/.tmp-*"):
+            try:
+                if now - tmp.stat().st_mtime > older_than_s:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another build removed it first
+        return removed
 
     def get_json(self, key: str) -> Any | None:
         path = self._path(key) / "result.json"

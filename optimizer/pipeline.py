@@ -185,6 +185,8 @@ class Builder:
         started = time.time()
         t0 = time.perf_counter()
         check_replaceable(out_dir)  # fail before an hour of work, not after
+        if swept := self.cache.sweep_orphans():
+            self.progress.log(f"cache: removed {swept} temporary folder(s) of killed builds")
         dataset = load_dataset(self.recipe.dataset)
         self.progress.log(
             f"dataset {dataset.name}: {len(dataset.labels)} images, {len(dataset.classes)} "

@@ -74,3 +74,23 @@ def test_concurrent_writers_of_one_key(tmp_path):
     assert hit is not None and (hit / "model.onnx").read_bytes() == b"same"
     leftovers = [p for p in hit.parent.iterdir() if p.name.startswith(".tmp-")]
     assert leftovers == []
+
+
+def test_sweep_removes_only_old_orphans(tmp_path):
+    import os
+    import time
+
+    cache = Cache(tmp_path)
+    key = make_key({"kept": 1})
+    with cache.put_dir(key) as d:
+        (d / "model.onnx").write_bytes(b"ok")
+    old = tmp_path / "objects" / "ab" / ".tmp-abc-old"
+    young = tmp_path / "objects" / "ab" / ".tmp-abc-young"
+    for folder in (old, young):
+        folder.mkdir(parents=True)
+        (folder / "half.onnx").write_bytes(b"partial")
+    past = time.time() - 7200
+    os.utime(old, (past, past))
+    assert cache.sweep_orphans(older_than_s=3600) == 1
+    assert not old.exists() and young.exists()
+    assert cache.get_dir(key) is not None
