@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -94,7 +93,8 @@ class Cache:
         """Yields an empty folder to fill; publishes it atomically if the block succeeds."""
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
+        prefix = f".tmp-{key[:12]}-{os.getpid()}-"  # the pid lets sweep_orphans tell live from dead
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
         try:
             yield tmp
             entry = {"key": key, "meta": meta or {}, "files": _file_digests(tmp)}
@@ -111,21 +111,20 @@ class Cache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def sweep_orphans(self, older_than_s: float = 3600.0) -> int:
-        """Remove temporary folders a killed build (SIGKILL, power loss) left behind.
+    def sweep_orphans(self) -> int:
+        """Remove temporary folders whose build is gone (SIGKILL, power loss).
 
-        Only old ones: a younger folder may belong to a build running right now.
+        Liveness, not age: a step may run for hours, and its folder must survive a second
+        build starting meanwhile. The cache is per machine, so the owner's pid is checkable.
         """
         if not self.objects.is_dir():
             return 0
-        now, removed = time.time(), 0
+        removed = 0
         for tmp in self.objects.glob("*/.tmp-*"):
-            try:
-                if now - tmp.stat().st_mtime > older_than_s:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    removed += 1
-            except FileNotFoundError:
-                continue  # another build removed it first
+            if _owner_alive(tmp.name):
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)  # tolerate another build removing it first
+            removed += 1
         return removed
 
     def get_json(self, key: str) -> Any | None:
@@ -135,6 +134,20 @@ class Cache:
     def put_json(self, key: str, data: Any) -> None:
         with self.put_dir(key) as tmp:
             (tmp / "result.json").write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process named in `.tmp-<key>-<pid>-<random>` still runs."""
+    parts = name.split("-")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return False  # not a name this module writes
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _fsync_tree(folder: Path) -> None:

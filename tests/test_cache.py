@@ -76,21 +76,22 @@ def test_concurrent_writers_of_one_key(tmp_path):
     assert leftovers == []
 
 
-def test_sweep_removes_only_old_orphans(tmp_path):
+def test_sweep_removes_only_orphans_of_dead_builds(tmp_path):
     import os
-    import time
+    import subprocess
+    import sys
 
     cache = Cache(tmp_path)
     key = make_key({"kept": 1})
     with cache.put_dir(key) as d:
         (d / "model.onnx").write_bytes(b"ok")
-    old = tmp_path / "objects" / "ab" / ".tmp-abc-old"
-    young = tmp_path / "objects" / "ab" / ".tmp-abc-young"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    old = tmp_path / "objects" / "ab" / f".tmp-abc-{dead_pid}-x1"
+    young = tmp_path / "objects" / "ab" / f".tmp-abc-{os.getpid()}-x2"
     for folder in (old, young):
         folder.mkdir(parents=True)
         (folder / "half.onnx").write_bytes(b"partial")
-    past = time.time() - 7200
-    os.utime(old, (past, past))
-    assert cache.sweep_orphans(older_than_s=3600) == 1
+    assert cache.sweep_orphans() == 1
     assert not old.exists() and young.exists()
     assert cache.get_dir(key) is not None
