@@ -327,9 +327,7 @@ def _known_keys(data: Any, path: tuple) -> list[str]:
             tp = fields[part].annotation if part in fields else None
         else:
             return []
-        tp = _model_at(tp, node)
-        while get_origin(tp) in (Union, UnionType):  # Optional[...]
-            tp = next((a for a in get_args(tp) if a is not type(None)), None)
+        tp = _model_at(tp, node)  # resolves unions (Optional included) to a model or None
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [f.alias or n for n, f in tp.model_fields.items()]
     return []
