@@ -36,3 +36,14 @@ class GateFailed(OptimizerError):
     """Artifacts were built but none passed validation; the report still gets written."""
 
     exit_code = EXIT_GATE
+
+
+class PackageFailed(StepFailed):
+    """A package could not be assembled or proved (no wheel, wrong glibc, handler failed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("package", message)
+
+
+class PackageTooLarge(GateFailed):
+    """A package was assembled but does not fit Lambda's limits."""

@@ -50,7 +50,8 @@ def check_replaceable(out: Path) -> None:
                        "earlier build; refusing to replace it")
 
 
-def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe) -> None:
+def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
+            package_files: list[Path] = ()) -> None:
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -58,6 +59,10 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe) 
         for art in artifacts:
             if art.candidate or art.step == "architecture":
                 _copy_model(art, tmp / artifact_file(art))
+        if package_files:
+            (tmp / "package").mkdir()
+            for f in package_files:
+                shutil.copyfile(f, tmp / "package" / f.name)
         src = artifacts[0].model
         _write_json(tmp / "preprocess.json", src.preprocess.model_dump(mode="json"))
         _write_json(tmp / "labels.json", src.classes)

@@ -5,6 +5,7 @@ The only module that knows about the cache and the output folder; steps just tra
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from optimizer.data import Dataset, load_dataset, prepared
 from optimizer.errors import GateFailed
 from optimizer.model import ModelRef, sha256_file, size_bytes
 from optimizer.outdir import artifact_file, check_replaceable, publish
+from optimizer.package.build import Packager, Packages
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
 from optimizer.sources import SOURCES
@@ -29,7 +31,8 @@ _HERE = Path(__file__).parent
 # code every cached result depends on besides the step's own module
 COMMON_CODE = tuple(
     str(p)
-    for p in (_HERE / "preprocess.py", _HERE / "model.py", *sorted((_HERE / "data").glob("*.py")))
+    for p in (_HERE / "preprocess.py", _HERE / "handler" / "preprocess.py", _HERE / "model.py",
+              *sorted((_HERE / "data").glob("*.py")))
 )
 VALIDATION_CODE = tuple(str(p) for p in sorted((_HERE / "validate").glob("*.py")))
 RUNTIME_LIBS = ("onnxruntime", "tensorflow", "tensorflow-cpu", "keras", "numpy")
@@ -206,11 +209,29 @@ class Builder:
             v["size_bytes"] = size_bytes(art.model.path)
             art.gates = gate_checks.check(art, source, self.recipe)
         ship = gate_checks.choose(artifacts)
-        seconds = time.perf_counter() - t0
-        report = self._report(dataset, artifacts, ship, started, seconds)
-        publish(out_dir, artifacts, report, self.recipe)
+        with tempfile.TemporaryDirectory(prefix=".package-", dir=self.cache.root) as work:
+            packages = self.package(artifacts, ship, dataset, Path(work))
+            seconds = time.perf_counter() - t0
+            report = self._report(dataset, artifacts, ship, started, seconds)
+            report["packages"], report["package_notes"] = packages.records, packages.notes
+            publish(out_dir, artifacts, report, self.recipe, packages.files)
         exit_code = 0 if ship else GateFailed.exit_code
         return BuildResult(report=report, out_dir=out_dir, exit_code=exit_code)
+
+    def package(self, artifacts: list[Artifact], ship: Artifact | None, dataset: Dataset,
+                work: Path) -> Packages:
+        cfg = self.recipe.package
+        if cfg.zip is None and cfg.image is None:
+            return Packages()
+        if cfg.model == "ship" and ship is None:
+            return Packages(notes=["not packaged: no artifact passed the gates"])
+        art = ship if cfg.model == "ship" else next(a for a in artifacts if a.name == cfg.model)
+        packager = Packager(self.recipe, self.cache, self.progress, self.force)
+        try:
+            return packager.run(art, dataset, work)
+        finally:
+            self.hits += packager.hits
+            self.misses += packager.misses
 
     def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,
                 started: float, seconds: float) -> dict[str, Any]:

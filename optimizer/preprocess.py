@@ -1,8 +1,8 @@
 """The one definition of how pixels become model input.
 
-Validation, calibration and (later) the Lambda handler all call `apply`, and the spec is
-saved beside every model as preprocess.json, so the deployed function cannot drift from
-what was measured at build time.
+Validation, calibration and the Lambda handler all run `handler.preprocess.to_batch`, and
+the spec is saved beside every model as preprocess.json, so the deployed function cannot
+drift from what was measured at build time.
 """
 
 from __future__ import annotations
@@ -10,14 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-}
+from optimizer.handler.preprocess import to_batch
 
 
 class Preprocess(BaseModel):
@@ -56,23 +51,4 @@ class Preprocess(BaseModel):
 
 def apply(images: list[np.ndarray] | np.ndarray, spec: Preprocess) -> np.ndarray:
     """uint8 images (HxW, HxWx1 or HxWx3, any size) to one float32 batch for the model."""
-    if spec.size is None:
-        raise ValueError("preprocess size is not resolved")
-    h, w = spec.size
-    mode = "RGB" if spec.channels == 3 else "L"
-    out = np.empty((len(images), h, w, spec.channels), dtype=np.float32)
-    for i, img in enumerate(images):
-        arr = np.asarray(img)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        pil = Image.fromarray(arr.astype(np.uint8, copy=False)).convert(mode)
-        if pil.size != (w, h):
-            pil = pil.resize((w, h), _RESAMPLE[spec.resize])
-        px = np.asarray(pil, dtype=np.float32)
-        out[i] = px.reshape(h, w, spec.channels)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    out = (out * np.float32(spec.scale) - mean) / std
-    if spec.layout == "NCHW":
-        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
-    return out
+    return to_batch(images, spec.model_dump(mode="json"))

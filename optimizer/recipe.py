@@ -206,8 +206,41 @@ class Gates(Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
 
 
+class ZipConfig(Strict):
+    layers: int = Field(default=1, ge=0, le=targets.LIMITS.max_layers,
+                        description="dependency layer zips; 0 puts everything in the function zip")
+
+
+class ImageConfig(Strict):
+    template: Literal["lambda", "debian"] = Field(
+        default="lambda",
+        description="dockerfiles/<template>.Dockerfile: the AWS Lambda Python base image, or a "
+        "plain Debian/Python base with awslambdaric as the entry point")
+    base: str | None = Field(
+        default=None, description="base image reference [default: the template's, for the "
+        "recipe's runtime]")
+    base_tarball: ExistingFile | None = Field(
+        default=None, description="`docker save` or OCI layout tarball of the base, for the "
+        "daemonless writer when no engine holds the base")
+    python: str | None = Field(default=None, pattern=r"^3\.\d+$",
+                               description="the base image's Python [default: the runtime's]")
+    glibc: str | None = Field(default=None, pattern=r"^2\.\d+$",
+                              description="the base image's glibc [default: the runtime's]")
+    engine: bool = Field(default=True, description="build through the Docker Engine")
+    tarball: bool = Field(default=True, description="also write a daemonless image tarball")
+    tag: str | None = Field(default=None, description="image name [default: optimizer/NAME]")
+
+
 class PackageConfig(Strict):
-    """Packaging (zip, layers, images) is not built yet; the section must stay empty."""
+    """Empty means no package; `zip` and `image` may both be given."""
+
+    model: str = Field(default="ship", description="artifact to package: 'ship' (the one the "
+                       "gates chose), 'source', or a step name")
+    zip: ZipConfig | None = None
+    image: ImageConfig | None = None
+    top_k: int = Field(default=5, ge=1, le=1000)
+    max_images: int = Field(default=16, ge=1, le=1024,
+                            description="images per request before a 413 error")
 
 
 # --- the recipe ----------------------------------------------------------------------
@@ -235,21 +268,24 @@ class Recipe(Strict):
             step.name = step.name or step.step
             step.input = step.input or previous
             if step.name in produced:
-                raise _StepWiring(i, "name", f"step name '{step.name}' is used twice")
+                raise _Wiring(("steps", i, "name"), f"step name '{step.name}' is used twice")
             if step.input not in produced:
-                raise _StepWiring(
-                    i, "input", f"'{step.input}' is not an earlier step; earlier: "
+                raise _Wiring(
+                    ("steps", i, "input"), f"'{step.input}' is not an earlier step; earlier: "
                     f"{', '.join(produced)}"
                 )
             have = produced[step.input]
             if have != spec.consumes:
                 hint = " (add an export_onnx step first)" if spec.consumes == "onnx" else ""
-                raise _StepWiring(
-                    i, "step", f"{step.step} needs a {spec.consumes} model but "
+                raise _Wiring(
+                    ("steps", i, "step"), f"{step.step} needs a {spec.consumes} model but "
                     f"'{step.input}' gives {have}{hint}"
                 )
             produced[step.name] = spec.produces
             previous = step.name
+        if self.package.model not in ("ship", *produced):
+            raise _Wiring(("package", "model"), f"'{self.package.model}' is not an artifact; "
+                          f"choose ship, {', '.join(produced)}")
         return self
 
     def digest(self) -> str:
@@ -259,12 +295,12 @@ class Recipe(Strict):
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
 
 
-class _StepWiring(ValueError):
-    """Carries the step index and field so the error points at the right line."""
+class _Wiring(ValueError):
+    """Carries the key path so the error points at the right line."""
 
-    def __init__(self, index: int, field: str, message: str) -> None:
+    def __init__(self, loc: tuple, message: str) -> None:
         super().__init__(message)
-        self.index, self.field = index, field
+        self.loc = loc
 
 
 def _discriminator(err: dict[str, Any]) -> str:
@@ -344,8 +380,8 @@ def load_recipe(path: str | Path) -> Recipe:
         err = errors[0]
         loc = tuple(err["loc"])
         cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _StepWiring):
-            loc = ("steps", cause.index, cause.field)
+        if isinstance(cause, _Wiring):
+            loc = cause.loc
         shown = _without_tags(doc.data, loc)
         if err["type"] == "union_tag_invalid":
             shown = (*shown, _discriminator(err))

@@ -10,6 +10,8 @@ import math
 
 from pydantic import BaseModel, ConfigDict
 
+from optimizer.handler.runtime import threads_for_memory
+
 TARGETS_VERSION = "2026-11"
 
 
@@ -152,8 +154,12 @@ def vcpus(memory_mb: int) -> float:
 
 
 def threads_for(memory_mb: int) -> int:
-    """Intra-op threads worth using at a memory size: a fractional vCPU still runs one."""
-    return max(1, math.ceil(vcpus(memory_mb)))
+    """Intra-op threads worth using at a memory size: a fractional vCPU still runs one.
+
+    The shipped handler makes the same choice from the table in its manifest.
+    """
+    vcpus(memory_mb)  # range check
+    return threads_for_memory(memory_mb, VCPU_STEPS, MB_PER_VCPU)
 
 
 def cost_per_million(duration_ms: float, memory_mb: int, target: str) -> float:

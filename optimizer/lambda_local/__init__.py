@@ -1,0 +1,1 @@
+"""Running packages as Lambda would, on this machine."""

@@ -1,0 +1,1 @@
+"""Deployable packages: Lambda zips with layers, container images, and size checks."""

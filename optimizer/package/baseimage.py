@@ -1,0 +1,92 @@
+"""Local base images, for machines that cannot pull one (no registry reachable here).
+
+A minimal Debian with python3, made by debootstrap from Debian's packages and imported into
+the Docker Engine. Tests and the sibling image recipe build on it; users keep the AWS base
+image as the default.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from optimizer.errors import BadInput, PackageFailed
+
+DEFAULT_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# what the suite's python3 is, so the tag and the packages' wheels agree
+SUITE_PYTHON = {"bookworm": ("3.11", "2.36"), "trixie": ("3.13", "2.41")}
+
+
+def default_tag(suite: str) -> str:
+    return f"local/debian-python:{SUITE_PYTHON[suite][0]}"
+
+
+def engine():
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        return client
+    except Exception as exc:  # the SDK raises several unrelated types when no engine runs
+        raise PackageFailed(f"no Docker Engine reachable ({exc}); start dockerd, or use the "
+                            "daemonless writer with package.image.base_tarball") from None
+
+
+def has_image(client, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
+           mirror: str = DEFAULT_MIRROR) -> str:
+    """Build the base image unless the engine already has the tag; returns the tag."""
+    if suite not in SUITE_PYTHON:
+        raise BadInput(f"unknown suite '{suite}'; choose one of {sorted(SUITE_PYTHON)}")
+    tag = tag or default_tag(suite)
+    client = engine()
+    if has_image(client, tag):
+        return tag
+    if shutil.which("debootstrap") is None:
+        raise PackageFailed("debootstrap is not installed (apt-get install debootstrap)")
+    if os.geteuid() != 0:
+        raise PackageFailed("debootstrap needs root to build a base image")
+    with tempfile.TemporaryDirectory(prefix="optimizer-rootfs-") as tmp:
+        root = Path(tmp) / "root"
+        proc = subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=python3", suite, str(root), mirror],
+            capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PackageFailed(f"debootstrap {suite} failed: {proc.stderr.strip()[-400:]}")
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            shutil.rmtree(root / cache, ignore_errors=True)
+        tar = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tar), "."],
+                       check=True)
+        repo, _, version = tag.rpartition(":")
+        with tar.open("rb") as f:
+            client.api.import_image(src=f, repository=repo, tag=version,
+                                    changes=['CMD ["python3"]'])
+    if not has_image(client, tag):
+        raise PackageFailed(f"docker import did not produce {tag}")
+    return tag
+
+
+def save(ref: str, dest: Path) -> Path:
+    """`docker save` of one image, written atomically."""
+    client = engine()
+    part = dest.with_name(dest.name + ".part")
+    with part.open("wb") as f:
+        for chunk in client.images.get(ref).save(named=True):
+            f.write(chunk)
+    os.replace(part, dest)
+    return dest

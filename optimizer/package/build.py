@@ -1,0 +1,226 @@
+"""Turning the chosen model into the packages a recipe asks for, each proved to run.
+
+Dependencies are resolved once per (requirements, Python, architecture, glibc) and cached
+slimmed; zips are cached by the dependency entry, the function folder's digest and the
+layer count, so an unchanged rebuild reuses everything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from optimizer import targets
+from optimizer.cache import Cache, code_digest, make_key
+from optimizer.data import Dataset, prepared
+from optimizer.errors import PackageFailed, PackageTooLarge
+from optimizer.model import ModelRef, sha256_tree
+from optimizer.package import elfcheck, image, lambda_zip, slim, wheels
+from optimizer.package.function import assemble, runtime_of
+from optimizer.progress import Progress
+from optimizer.recipe import ImageConfig, Recipe
+from optimizer.validate.accuracy import predict
+
+if TYPE_CHECKING:
+    from optimizer.pipeline import Artifact
+
+_HERE = Path(__file__).parent
+DEPS_CODE = tuple(str(_HERE / f) for f in ("wheels.py", "slim.py", "slim_rules.py",
+                                           "elfcheck.py"))
+ZIP_CODE = (*(str(_HERE / f) for f in ("lambda_zip.py", "archive.py", "smoke.py", "layers.py")),
+            *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")))
+
+
+@dataclass
+class Sample:
+    """A test image the shipped model gets right at build time, and what to expect."""
+
+    png: bytes
+    label: str
+    index: int
+
+
+@dataclass
+class Packages:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # published under package/
+    notes: list[str] = field(default_factory=list)
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def pick_sample(art: Artifact, dataset: Dataset) -> Sample:
+    idx = dataset.indices("test")
+    for i, predicted in enumerate(art.validation.get("top1", [])):
+        if predicted == int(dataset.labels[idx[i]]):
+            return Sample(_png(dataset.images[idx[i]]), dataset.classes[predicted], int(idx[i]))
+    raise PackageFailed(f"{art.name} gets no test image right; nothing to prove the package with")
+
+
+def output_kind(model: ModelRef, dataset: Dataset) -> str:
+    """'probabilities' when rows are non-negative and sum to one, else 'logits'."""
+    scores = predict(model, prepared(dataset, "test", model.preprocess, limit=8))
+    probs = bool((scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+    return "probabilities" if probs else "logits"
+
+
+def proof_events(sample: Sample) -> list:
+    good = lambda_zip.sample_event(sample.png)
+    bad = {**good, "body": "bm90IGFuIGltYWdl"}  # base64 of "not an image"
+    import base64
+
+    b64 = base64.b64encode(sample.png).decode()
+    return [good, bad, {"images": [b64, b64]}]
+
+
+def check_proof(responses: list[dict], sample: Sample, where: str) -> dict:
+    """The handler's answers to proof_events must be right, a 4xx, and two predictions."""
+    def body(r: dict) -> dict:
+        return json.loads(r["body"])
+
+    first, bad, pair = responses
+    if first.get("statusCode") != 200:
+        raise PackageFailed(f"{where}: the sample request got {first.get('statusCode')}: "
+                            f"{first.get('body')}")
+    top = body(first)["predictions"][0]["top"][0]
+    if top["label"] != sample.label:
+        raise PackageFailed(f"{where}: the handler said '{top['label']}' for a test image the "
+                            f"build classified as '{sample.label}'")
+    if not 400 <= bad.get("statusCode", 0) < 500 or "error" not in body(bad):
+        raise PackageFailed(f"{where}: a request that is not an image got {bad}")
+    if pair.get("statusCode") != 200 or len(body(pair)["predictions"]) != 2:
+        raise PackageFailed(f"{where}: a two-image JSON request got {pair}")
+    return {"label": top["label"], "score": top["score"], "expected": sample.label,
+            "bad_request_status": bad["statusCode"], "threads": body(first)["threads"]}
+
+
+class Packager:
+    def __init__(self, recipe: Recipe, cache: Cache, progress: Progress, force: bool) -> None:
+        self.recipe, self.cache, self.progress, self.force = recipe, cache, progress, force
+        self.hits = self.misses = 0
+
+    def _cached(self, key: str, label: str, produce) -> Path:
+        if not self.force and (hit := self.cache.get_dir(key)):
+            self.hits += 1
+            self.progress.log(f"[green]cached[/] {label}")
+            return hit
+        self.misses += 1
+        self.progress.log(f"[cyan]run[/]    {label}")
+        with self.cache.put_dir(key, {"label": label}) as tmp:
+            produce(tmp)
+        hit = self.cache.get_dir(key)
+        assert hit is not None, "an entry just written must be readable"
+        return hit
+
+    def dependencies(self, runtime: str, python: str, arch: str, glibc: str,
+                     extra: tuple[str, ...] = ()) -> Path:
+        """Cache entry with deps/ (slimmed, ELF-checked) and slim.json."""
+        reqs = wheels.pinned(wheels.RUNTIME_REQUIREMENTS[runtime] + extra, arch)
+        key = make_key({"deps": reqs, "python": python, "arch": arch, "glibc": glibc,
+                        "code": code_digest(*DEPS_CODE)})
+
+        def produce(tmp: Path) -> None:
+            deps = tmp / "deps"
+            wheels.resolve(reqs, python, arch, glibc, deps)
+            report = slim.slim(deps)
+            count, problems = elfcheck.check_tree(deps, arch, glibc)
+            if problems:
+                shown = "\n  ".join(str(p) for p in problems[:10])
+                raise PackageFailed(f"{len(problems)} shared object(s) cannot run on {arch} "
+                                    f"with glibc {glibc}:\n  {shown}")
+            report.update(requirements=reqs, elf_files_checked=count, python=python,
+                          arch=arch, glibc=glibc)
+            (tmp / "slim.json").write_text(json.dumps(report, indent=1))
+
+        return self._cached(key, f"dependencies {' '.join(reqs)} for Python {python} {arch}",
+                            produce)
+
+    def run(self, art: Artifact, dataset: Dataset, work: Path) -> Packages:
+        cfg, t = self.recipe.package, self.recipe.target
+        out = Packages()
+        runtime = targets.RUNTIMES[t.runtime]
+        arch = targets.TARGETS[t.name].arch
+        kind = runtime_of(art.model)
+        sample = pick_sample(art, dataset)
+        function_dir = work / "function"
+        assemble(function_dir, art.model, self.recipe.name, t.memory_mb, cfg.top_k,
+                 cfg.max_images, output_kind(art.model, dataset))
+        fn_bytes = sum(p.stat().st_size for p in function_dir.rglob("*") if p.is_file())
+        image_cfg = cfg.image
+        if cfg.zip is not None:
+            deps = self.dependencies(kind, runtime.python, arch, runtime.glibc)
+            slimmed = json.loads((deps / "slim.json").read_text())
+            total = fn_bytes + slimmed["bytes_after"]
+            limit = targets.LIMITS.unzipped_bytes
+            if total > limit:
+                reason = (f"a {kind} zip would be {total / 1e6:,.1f} MB unzipped "
+                          f"({total:,} B), over Lambda's {limit / 1e6:,.1f} MB ({limit:,} B) "
+                          "limit for a function plus layers")
+                out.records.append({"kind": "zip", "refused": reason, "unzipped_bytes": total,
+                                    "limit_bytes": limit})
+                out.notes.append(reason + "; built as a container image instead")
+                self.progress.log(f"[yellow]zip refused[/]: {reason}")
+                if image_cfg is None:
+                    image_cfg = ImageConfig()
+            else:
+                self._zip(function_dir, deps, slimmed, fn_bytes, sample, out)
+        if image_cfg is not None:
+            image.build(self, image_cfg, function_dir, kind, sample, work, out)
+        return out
+
+    def _zip(self, function_dir: Path, deps: Path, slimmed: dict, fn_bytes: int,
+             sample: Sample, out: Packages) -> None:
+        t = self.recipe.target
+        plan = lambda_zip.ZipPlan(targets.RUNTIMES[t.runtime].python,
+                                  targets.TARGETS[t.name].arch, t.memory_mb,
+                                  self.recipe.package.zip.layers)
+        key = make_key({"zip": deps.name, "function": sha256_tree(function_dir),
+                        "plan": plan.__dict__, "code": code_digest(*ZIP_CODE)})
+
+        def produce(tmp: Path) -> None:
+            zips = lambda_zip.write(function_dir, deps / "deps", plan, tmp)
+            records, limits = lambda_zip.describe(zips)
+            over = [lim for lim in limits if not lim.ok]
+            if over:
+                raise PackageTooLarge("; ".join(
+                    f"{lim.what}: {lim.size / 1e6:,.1f} MB ({lim.size:,} B) over the "
+                    f"{lim.limit / 1e6:,.1f} MB limit" for lim in over))
+            if smoke_ok := lambda_zip.smoke.can_run(plan.arch):
+                result = lambda_zip.prove(zips, plan, proof_events(sample))
+                proof = {**check_proof(result["responses"], sample, "zip"),
+                         "python": result["python"], "init_ms": round(result["init_ms"], 1)}
+            else:
+                proof = {"skipped": f"the package is for {plan.arch} and this machine cannot "
+                                    "run it natively"}
+            (tmp / "result.json").write_text(json.dumps({
+                "records": records, "limits": [lim.__dict__ for lim in limits],
+                "proof": proof, "proved": smoke_ok}, indent=1))
+
+        entry = self._cached(key, f"zip package ({plan.layers} layer(s), Python {plan.python}, "
+                                  f"{plan.arch})", produce)
+        result = json.loads((entry / "result.json").read_text())
+        for rec in result["records"]:
+            if rec["kind"] == "zip":
+                rec["slim"] = {"function_bytes": fn_bytes,
+                               "dependencies_before": slimmed["bytes_before"],
+                               "dependencies_after": slimmed["bytes_after"],
+                               "removed_by_rule": slimmed["removed_by_rule"]}
+                rec["proof"] = result["proof"]
+                rec["handler"] = "handler.app.lambda_handler"
+                rec["runtime"] = t.runtime
+                rec["architecture"] = plan.arch
+            rec["limits"] = [lim for lim in result["limits"]
+                             if lim["what"] == f"{rec['file']} zipped"
+                             or (rec["kind"] == "zip" and "zipped" not in lim["what"])]
+            out.records.append(rec)
+            out.files.append(entry / rec["file"])

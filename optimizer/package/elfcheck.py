@@ -1,0 +1,99 @@
+"""Every shared object in a package must suit the target: right machine, old enough glibc.
+
+A wheel for the wrong architecture, or one linked against a newer glibc than the Lambda
+runtime's, imports fine on the build machine and dies on Lambda. Reading the ELF headers
+finds both at build time and names the file and the symbol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
+from elftools.elf.sections import SymbolTableSection
+
+ELF_MACHINE = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
+
+
+@dataclass
+class ElfProblem:
+    file: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def needed(path: Path) -> list[str]:
+    """DT_NEEDED entries: the libraries the dynamic loader must find for this file."""
+    with path.open("rb") as f:
+        dyn = ELFFile(f).get_section_by_name(".dynamic")
+        return [t.needed for t in dyn.iter_tags() if t.entry.d_tag == "DT_NEEDED"] if dyn else []
+
+
+def _glibc_symbols(elf: ELFFile) -> dict[str, list[str]]:
+    """GLIBC_x.y version -> imported symbols that need it."""
+    names: dict[int, str] = {}
+    for sec in elf.iter_sections():
+        if isinstance(sec, GNUVerNeedSection):
+            for _, auxs in sec.iter_versions():
+                for aux in auxs:
+                    names[aux.entry.vna_other] = aux.name
+    if not names:
+        return {}
+    versym = next((s for s in elf.iter_sections() if isinstance(s, GNUVerSymSection)), None)
+    dynsym = elf.get_section_by_name(".dynsym")
+    out: dict[str, list[str]] = {n: [] for n in names.values() if n.startswith("GLIBC_")}
+    if versym is None or not isinstance(dynsym, SymbolTableSection):
+        return out
+    for i, sym in enumerate(dynsym.iter_symbols()):
+        ndx = versym.get_symbol(i).entry["ndx"]
+        if isinstance(ndx, int) and sym.entry.st_shndx == "SHN_UNDEF":
+            name = names.get(ndx & 0x7FFF)
+            if name in out:
+                out[name].append(sym.name)
+    return out
+
+
+def check_file(path: Path, rel: str, arch: str, glibc: str) -> list[ElfProblem]:
+    try:
+        with path.open("rb") as f:
+            elf = ELFFile(f)
+            machine = elf["e_machine"]
+            if machine != ELF_MACHINE[arch]:
+                return [ElfProblem(rel, f"built for {machine}, the target is {arch} "
+                                        f"({ELF_MACHINE[arch]})")]
+            ceiling = _version(glibc)
+            return [
+                ElfProblem(rel, f"needs {ver} (symbol {', '.join(sorted(syms)[:3]) or '?'}) "
+                                f"but the runtime has glibc {glibc}")
+                for ver, syms in sorted(_glibc_symbols(elf).items())
+                if _version(ver.removeprefix("GLIBC_")) > ceiling
+            ]
+    except ELFError as exc:
+        return [ElfProblem(rel, f"unreadable ELF file ({exc})")]
+
+
+def check_tree(root: Path, arch: str, glibc: str) -> tuple[int, list[ElfProblem]]:
+    """(ELF files checked, problems) for every ELF file under root."""
+    count, problems = 0, []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink() and is_elf(p):
+            count += 1
+            problems += check_file(p, p.relative_to(root).as_posix(), arch, glibc)
+    return count, problems

@@ -1,0 +1,48 @@
+"""The function folder: handler code, the model, and the manifest the handler reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from optimizer import targets
+from optimizer.model import ModelRef
+
+HANDLER_SRC = Path(__file__).resolve().parent.parent / "handler"
+HANDLER_NAME = "handler.app.lambda_handler"
+MODEL_FILES = {"onnx": "model.onnx", "keras": "model.keras"}
+
+
+def runtime_of(model: ModelRef) -> str:
+    """The library the function needs to run this model."""
+    return "onnxruntime" if model.kind == "onnx" else "tensorflow"
+
+
+def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
+             max_images: int, output: str) -> dict:
+    """Writes dest/handler and dest/model; returns the manifest."""
+    if model.kind not in MODEL_FILES:
+        raise ValueError(f"a {model.kind} model cannot be packaged; export it first")
+    (dest / "handler").mkdir(parents=True)
+    for src in sorted(HANDLER_SRC.glob("*.py")):
+        shutil.copyfile(src, dest / "handler" / src.name)
+    (dest / "model").mkdir()
+    shutil.copyfile(model.path, dest / "model" / MODEL_FILES[model.kind])
+    manifest = {
+        "name": name,
+        "digest": model.digest,
+        "model": MODEL_FILES[model.kind],
+        "runtime": runtime_of(model),
+        "preprocess": model.preprocess.model_dump(mode="json"),
+        "labels": model.classes,
+        "output": output,
+        "top_k": top_k,
+        "max_images": max_images,
+        "max_request_bytes": targets.LIMITS.payload_bytes,
+        "memory_mb": memory_mb,
+        "vcpu_steps": [list(s) for s in targets.VCPU_STEPS],
+        "mb_per_vcpu": targets.MB_PER_VCPU,
+    }
+    (dest / "model" / "package.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest

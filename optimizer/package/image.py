@@ -1,0 +1,140 @@
+"""Container images from dockerfiles/: through the Docker Engine, and without one.
+
+Both paths use the same template and the same build context (dependencies resolved for the
+image's Python, the function folder), and each image is proved by starting it and sending
+it a request through a local Runtime API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from optimizer import targets
+from optimizer.errors import PackageFailed, PackageTooLarge
+from optimizer.lambda_local.container import invoke_image
+from optimizer.model import sha256_file, sha256_tree
+from optimizer.package import oci, sizes, template
+from optimizer.package.baseimage import engine, has_image, save
+
+if TYPE_CHECKING:
+    from optimizer.package.build import Packager, Packages, Sample
+    from optimizer.recipe import ImageConfig
+
+DEFAULT_BASE = {
+    "lambda": "public.ecr.aws/lambda/python:{python}",
+    "debian": "python:{python}-slim-bookworm",
+}
+EXTRA_REQUIREMENTS = {"lambda": (), "debian": ("awslambdaric",)}
+PROBE = ("import sys, platform; "
+         "print('%d.%d' % sys.version_info[:2], platform.libc_ver()[1], platform.machine())")
+
+
+def _context(dest: Path, deps: Path, function_dir: Path, dockerfile: Path) -> Path:
+    shutil.copytree(deps, dest / "deps")
+    shutil.copytree(function_dir, dest / "function")
+    shutil.copyfile(dockerfile, dest / "Dockerfile")
+    return dest
+
+
+def _check_base(client, base: str, python: str, glibc: str, arch: str) -> None:
+    if not has_image(client, base):
+        raise PackageFailed(
+            f"base image {base} is not in the local Docker Engine and cannot be pulled here; "
+            "build a local one with `optimizer base-image` and set package.image.base")
+    out = client.containers.run(base, ["-c", PROBE], entrypoint="python3", remove=True)
+    have_py, have_glibc, machine = out.decode().split()
+    want_machine = {"x86_64": "x86_64", "arm64": "aarch64"}[arch]
+    if have_py != python or machine != want_machine or (
+            tuple(map(int, have_glibc.split("."))) < tuple(map(int, glibc.split(".")))):
+        raise PackageFailed(
+            f"base image {base} has Python {have_py}, glibc {have_glibc} on {machine}; the "
+            f"package was resolved for Python {python}, glibc {glibc} on {want_machine} "
+            "(set package.image.python and package.image.glibc to match the base)")
+
+
+def _limits(part: sizes.Part, ref: str) -> list[dict]:
+    rows = sizes.limits_for([part])
+    over = [r for r in rows if not r.ok]
+    if over:
+        raise PackageTooLarge("; ".join(f"image {ref}: {r.what} is {r.size:,} B, over "
+                                        f"{r.limit:,} B" for r in over))
+    return [r.__dict__ for r in rows]
+
+
+def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
+          sample: Sample, work: Path, out: Packages) -> None:
+    from optimizer.package.build import check_proof, proof_events
+
+    recipe = packager.recipe
+    t = recipe.target
+    runtime = targets.RUNTIMES[t.runtime]
+    arch = targets.TARGETS[t.name].arch
+    python, glibc = cfg.python or runtime.python, cfg.glibc or runtime.glibc
+    deps = packager.dependencies(kind, python, arch, glibc, EXTRA_REQUIREMENTS[cfg.template])
+    dockerfile = template.template_path(cfg.template)
+    base = cfg.base or DEFAULT_BASE[cfg.template].format(python=python)
+    ctx = _context(work / "image-context", deps / "deps", function_dir, dockerfile)
+    version = hashlib.sha256((sha256_tree(ctx) + base).encode()).hexdigest()[:12]
+    repo = cfg.tag or f"optimizer/{recipe.name}"
+    events = proof_events(sample)
+    cpus = targets.vcpus(t.memory_mb)
+    common = {"template": cfg.template, "base": base, "python": python, "glibc": glibc,
+              "architecture": arch, "handler": "handler.app.lambda_handler",
+              "dependencies_bytes": sum(p.stat().st_size for p in (ctx / "deps").rglob("*")
+                                        if p.is_file())}
+    client = None
+    if cfg.engine:
+        client = engine()
+        _check_base(client, base, python, glibc, arch)
+        ref = f"{repo}:{version}"
+        packager.progress.log(f"[cyan]run[/]    image {ref} (Docker Engine, {cfg.template})")
+        from docker.errors import BuildError
+
+        try:
+            img, _ = client.images.build(path=str(ctx), dockerfile="Dockerfile", tag=ref,
+                                         buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True,
+                                         pull=False, labels={"optimizer.recipe": recipe.name})
+        except BuildError as exc:
+            lines = [str(c.get("stream", c.get("error", ""))).strip() for c in exc.build_log]
+            raise PackageFailed(f"docker build of {ref} failed: {exc.msg}\n"
+                                + "\n".join(x for x in lines if x)[-600:]) from None
+        part = sizes.inspect_engine_image(ref)
+        limits = _limits(part, ref)
+        run = invoke_image(ref, events, t.memory_mb, cpus)
+        out.records.append({
+            "kind": "image", "ref": ref, "id": img.id, **common,
+            "uncompressed_bytes": part.unzipped, "layers": part.layers,
+            "config_bytes": part.config_bytes, "limits": limits,
+            "proof": {**check_proof(run["responses"], sample, f"image {ref}"),
+                      "first_response_s": run["first_response_s"]},
+        })
+    if cfg.tarball:
+        base_tar = cfg.base_tarball
+        if base_tar is None:
+            client = client or engine()
+            if not has_image(client, base):
+                raise PackageFailed(f"the daemonless writer needs the base {base} as a tarball "
+                                    "(package.image.base_tarball), and no engine holds it")
+            base_tar = save(base, work / "base.tar")
+        tpl = template.parse(dockerfile, {"BASE_IMAGE": base})
+        dest = work / "image.tar"
+        ref = f"{repo}:tarball-{version}"
+        packager.progress.log(f"[cyan]run[/]    image tarball {dest.name} (daemonless)")
+        written = oci.write(Path(base_tar), tpl, ctx, arch, ref, dest)
+        part = sizes.inspect_image_tarball(dest)
+        limits = _limits(part, dest.name)
+        record = {"kind": "image-tarball", "file": "image.tar", "ref": ref, **common,
+                  "sha256": sha256_file(dest), "tarball_bytes": dest.stat().st_size,
+                  "uncompressed_bytes": part.unzipped, **written, "limits": limits}
+        if cfg.engine and client is not None:
+            with dest.open("rb") as f:
+                client.images.load(f)
+            run = invoke_image(ref, events, t.memory_mb, cpus)
+            record["proof"] = {**check_proof(run["responses"], sample, f"image {ref}"),
+                               "loaded_with": "docker load",
+                               "first_response_s": run["first_response_s"]}
+        out.records.append(record)
+        out.files.append(dest)

@@ -1,0 +1,52 @@
+"""Splitting a dependency folder into Lambda layers by distribution.
+
+A distribution (its packages, its .libs folder and its dist-info) always stays in one
+layer, so every layer is importable on its own terms; the largest go first, each to the
+currently smallest layer, which keeps the layers even and the split deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path, PurePosixPath
+
+
+def _owner_map(root: Path) -> dict[str, str]:
+    """Top-level entry -> distribution name, read from each dist-info RECORD."""
+    owners: dict[str, str] = {}
+    for info in sorted(root.glob("*.dist-info")):
+        dist = info.name.split("-")[0].lower()
+        owners[info.name] = dist
+        record = info / "RECORD"
+        if record.is_file():
+            with record.open(newline="") as f:
+                for row in csv.reader(f):
+                    if row and not row[0].startswith(".."):
+                        owners.setdefault(PurePosixPath(row[0]).parts[0], dist)
+    return owners
+
+
+def _size(p: Path) -> int:
+    return p.stat().st_size if p.is_file() else sum(
+        q.stat().st_size for q in p.rglob("*") if q.is_file())
+
+
+def groups(root: Path) -> dict[str, list[Path]]:
+    """distribution -> its top-level entries."""
+    owners = _owner_map(root)
+    out: dict[str, list[Path]] = {}
+    for entry in sorted(root.iterdir()):
+        out.setdefault(owners.get(entry.name, entry.name), []).append(entry)
+    return out
+
+
+def split(root: Path, count: int) -> list[list[Path]]:
+    """count lists of top-level entries, balanced by unpacked size."""
+    dists = sorted(groups(root).items(), key=lambda kv: (-sum(_size(p) for p in kv[1]), kv[0]))
+    bins: list[list[Path]] = [[] for _ in range(count)]
+    sizes = [0] * count
+    for _, entries in dists:
+        i = min(range(count), key=lambda k: (sizes[k], k))
+        bins[i] += entries
+        sizes[i] += sum(_size(p) for p in entries)
+    return [sorted(b) for b in bins if b]

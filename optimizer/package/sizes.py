@@ -1,0 +1,219 @@
+"""Sizes of packages against Lambda's limits: zips, folders, layer sets, images.
+
+Used by the build for its own packages and by `optimizer check-size` for anybody's, so CI
+can gate a deployment that optimizer did not make.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from optimizer import targets
+from optimizer.errors import BadInput
+from optimizer.package.archive import files_under, safe_name, zip_members
+
+TOP = 20
+
+
+@dataclass
+class Part:
+    """One upload (a zip or a folder to be zipped), or one image."""
+
+    kind: str  # zip | folder | image | image-tarball
+    ref: str
+    unzipped: int
+    zipped: int | None = None
+    files: int = 0
+    largest: list[tuple[str, int]] = field(default_factory=list)
+    config_bytes: int | None = None
+    architecture: str | None = None
+    layers: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Limit:
+    what: str
+    size: int
+    limit: int
+    ok: bool
+
+
+def _largest(items: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    return sorted(items, key=lambda kv: (-kv[1], kv[0]))[:TOP]
+
+
+def inspect_zip(path: Path) -> Part:
+    infos = zip_members(path)
+    files = [(i.filename, i.file_size) for i in infos if not i.is_dir()]
+    return Part("zip", str(path), sum(s for _, s in files), path.stat().st_size, len(files),
+                _largest(files))
+
+
+def inspect_folder(path: Path) -> Part:
+    """Unpacked size, and the zipped size measured by deflating every file as a zip would."""
+    files = [(name, p.stat().st_size) for name, p in files_under(path)]
+    zipped = 22  # end-of-central-directory record
+    for name, p in files_under(path):
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        n = 0
+        with p.open("rb") as f:
+            while block := f.read(1 << 20):
+                n += len(comp.compress(block))
+        n += len(comp.flush())
+        zipped += n + 30 + 46 + 2 * len(name.encode())  # local and central headers
+    return Part("folder", str(path), sum(s for _, s in files), zipped, len(files),
+                _largest(files))
+
+
+def _tar_member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+    member = tar.getmember(name)
+    f = tar.extractfile(member)
+    if f is None:
+        raise BadInput(f"{tar.name}: {name} is not a file")
+    return f.read()
+
+
+def _uncompressed_size(tar: tarfile.TarFile, name: str) -> int:
+    f = tar.extractfile(tar.getmember(name))
+    assert f is not None
+    head = f.read(2)
+    f.seek(0)
+    if head != b"\x1f\x8b":
+        return tar.getmember(name).size
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    n = 0
+    while block := f.read(1 << 20):
+        n += len(d.decompress(block))
+    return n
+
+
+def inspect_image_tarball(path: Path) -> Part:
+    """A `docker save` tarball or an OCI layout tarball."""
+    try:
+        tar = tarfile.open(path)
+    except (tarfile.TarError, OSError) as exc:
+        raise BadInput(f"{path}: not a readable tar ({exc})") from None
+    with tar:
+        names = set(tar.getnames())
+        for n in names:
+            safe_name(n, str(path))
+        notes = []
+        if "index.json" in names:
+            index = json.loads(_tar_member_bytes(tar, "index.json"))
+            manifests = index.get("manifests", [])
+            if len(manifests) != 1:
+                notes.append(f"OCI index lists {len(manifests)} manifests; Lambda needs exactly "
+                             "one single-architecture image (no attestations)")
+            desc = manifests[0] if manifests else {}
+            if "index" in desc.get("mediaType", ""):
+                notes.append("the image is a multi-platform index; Lambda rejects those")
+        if "manifest.json" in names:
+            docker = json.loads(_tar_member_bytes(tar, "manifest.json"))
+            if len(docker) != 1:
+                notes.append(f"tarball holds {len(docker)} images; expected one")
+            config_name, layer_names = docker[0]["Config"], docker[0]["Layers"]
+        elif "index.json" in names:
+            digest = desc["digest"].split(":", 1)[1]
+            manifest = json.loads(_tar_member_bytes(tar, f"blobs/sha256/{digest}"))
+            config_name = "blobs/sha256/" + manifest["config"]["digest"].split(":", 1)[1]
+            layer_names = ["blobs/sha256/" + d["digest"].split(":", 1)[1]
+                           for d in manifest["layers"]]
+        else:
+            raise BadInput(f"{path}: neither a docker-archive (manifest.json) nor an OCI "
+                           "layout (index.json)")
+        config = _tar_member_bytes(tar, config_name)
+        arch = json.loads(config).get("architecture")
+        layers = [(n, _uncompressed_size(tar, n)) for n in layer_names]
+    return Part("image-tarball", str(path), sum(s for _, s in layers), path.stat().st_size,
+                len(layers), _largest(layers), len(config), arch, len(layers), notes)
+
+
+def inspect_engine_image(ref: str) -> Part:
+    """An image in the local Docker Engine (its config size is re-serialised, so close)."""
+    try:
+        import docker
+        from docker.errors import DockerException, ImageNotFound
+
+        client = docker.from_env()
+        image = client.images.get(ref)
+    except ImageNotFound:
+        raise BadInput(f"{ref}: no such file, folder or image in the local Docker Engine")\
+            from None
+    except DockerException as exc:
+        raise BadInput(f"{ref}: no such file or folder, and no Docker Engine to ask ({exc})")\
+            from None
+    attrs = image.attrs
+    config = {k: attrs.get(k) for k in ("Architecture", "Os", "Config", "RootFS")}
+    layers = [(f"{h.get('CreatedBy', '')[:80]} ({h.get('Id', '')[:19]})", int(h.get("Size", 0)))
+              for h in image.history()]
+    return Part("image", ref, int(attrs.get("Size", 0)), None, len(layers), _largest(layers),
+                len(json.dumps(config, separators=(",", ":"))), attrs.get("Architecture"),
+                len(attrs.get("RootFS", {}).get("Layers", [])))
+
+
+def inspect(target: str) -> Part:
+    path = Path(target)
+    if target.startswith("docker://"):
+        return inspect_engine_image(target.removeprefix("docker://"))
+    if not path.exists():
+        return inspect_engine_image(target)
+    if path.is_dir():
+        return inspect_folder(path)
+    if path.suffix == ".zip":
+        return inspect_zip(path)
+    if tarfile.is_tarfile(path):
+        return inspect_image_tarball(path)
+    raise BadInput(f"{path}: not a zip, a folder, or an image tarball")
+
+
+def expand(paths: list[str]) -> list[str]:
+    """A folder that holds only zips is a layer set: the function zip and its layers."""
+    out = []
+    for p in paths:
+        folder = Path(p)
+        zips = sorted(folder.glob("*.zip")) if folder.is_dir() else []
+        if zips and all(c.suffix == ".zip" for c in folder.iterdir() if c.is_file()) and \
+                not any(c.is_dir() for c in folder.iterdir()):
+            out += [str(z) for z in sorted(zips, key=lambda z: (z.name != "function.zip", z))]
+        else:
+            out.append(p)
+    return out
+
+
+def limits_for(parts: list[Part]) -> list[Limit]:
+    """Zips and folders are one deployment (function plus layers); images stand alone."""
+    lim = targets.LIMITS
+    rows: list[Limit] = []
+    uploads = [p for p in parts if p.kind in ("zip", "folder")]
+    for p in uploads:
+        rows.append(Limit(f"{Path(p.ref).name} zipped", p.zipped or 0, lim.zip_upload_bytes,
+                          (p.zipped or 0) <= lim.zip_upload_bytes))
+    if uploads:
+        total = sum(p.unzipped for p in uploads)
+        rows.append(Limit("unzipped, function plus layers", total, lim.unzipped_bytes,
+                          total <= lim.unzipped_bytes))
+        n_layers = len(uploads) - 1
+        rows.append(Limit("layers", n_layers, lim.max_layers, n_layers <= lim.max_layers))
+    for p in parts:
+        if p.kind in ("image", "image-tarball"):
+            rows.append(Limit(f"{p.ref} uncompressed", p.unzipped, lim.image_bytes,
+                              p.unzipped <= lim.image_bytes))
+            rows.append(Limit(f"{p.ref} config", p.config_bytes or 0, lim.image_config_bytes,
+                              (p.config_bytes or 0) <= lim.image_config_bytes))
+    return rows
+
+
+def report(parts: list[Part]) -> dict:
+    rows = limits_for(parts)
+    problems = [n for p in parts for n in p.notes]
+    return {
+        "ok": all(r.ok for r in rows) and not problems,
+        "parts": [asdict(p) for p in parts],
+        "limits": [asdict(r) for r in rows],
+        "problems": problems,
+    }

@@ -1,0 +1,89 @@
+"""Proof that a package runs: its handler imported and invoked by a Python of the runtime's
+version, with nothing from this machine's site-packages on the path.
+
+Only the package's folders and the interpreter's standard library are importable (`-I -S`),
+and the runner fails if any module came from elsewhere, so a slimming rule that removed
+something the import needs, or a dependency missing from the package, fails the build.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from optimizer.errors import PackageFailed
+from optimizer.package.wheels import PIP_ARCH
+
+RUNNER = r'''
+import json, sys, time
+task, opt, events_file = sys.argv[1], sys.argv[2:-1], sys.argv[-1]
+roots = [task] + [o + "/python" for o in opt]
+sys.path[:0] = roots
+t0 = time.perf_counter()
+from handler import app
+init_ms = (time.perf_counter() - t0) * 1000
+class Context:
+    aws_request_id = "smoke-0"
+    function_name = "smoke"
+    memory_limit_in_mb = 0
+    def get_remaining_time_in_millis(self):
+        return 60000
+responses = [app.lambda_handler(e, Context()) for e in json.load(open(events_file))]
+import sysconfig
+stdlib = sysconfig.get_paths()["stdlib"]
+foreign = sorted({m.__file__ for n, m in list(sys.modules.items()) if n != "__main__"
+                  and getattr(m, "__file__", None)
+                  and not any(m.__file__.startswith(r) for r in roots + [stdlib])})
+print(json.dumps({"init_ms": init_ms, "responses": responses, "foreign": foreign,
+                  "python": sys.version.split()[0], "threads": app.THREADS}))
+'''
+
+
+def find_python(version: str) -> Path | None:
+    """A CPython of this major.minor: under pyenv, or on PATH (but not a pyenv shim, which
+    fails when that version is not the selected one)."""
+    root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    hits = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
+    if hits:
+        return Path(hits[-1])
+    found = shutil.which(f"python{version}")
+    return Path(found) if found and "/shims/" not in found else None
+
+
+def can_run(arch: str) -> bool:
+    return platform.machine() == PIP_ARCH[arch]
+
+
+def run(python_version: str, task: Path, opt_roots: list[Path], events: list,
+        memory_mb: int, timeout_s: float = 300) -> dict:
+    python = find_python(python_version)
+    if python is None:
+        raise PackageFailed(f"no Python {python_version} on this machine to prove the package "
+                         f"with; install one (pyenv install {python_version})")
+    with tempfile.TemporaryDirectory(prefix="optimizer-smoke-") as tmp:
+        runner = Path(tmp) / "runner.py"
+        runner.write_text(RUNNER)
+        events_file = Path(tmp) / "events.json"
+        events_file.write_text(json.dumps(events))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
+               "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb), "LANG": "C.UTF-8"}
+        proc = subprocess.run(
+            [str(python), "-I", "-S", "-B", str(runner), str(task),
+             *(str(o) for o in opt_roots), str(events_file)],
+            capture_output=True, text=True, env=env, timeout=timeout_s, cwd=tmp,
+        )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        raise PackageFailed(f"the packaged handler failed under Python {python_version}:\n{tail}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["foreign"]:
+        raise PackageFailed("the packaged handler imported modules from outside the package: "
+                         + ", ".join(result["foreign"][:5]))
+    result["interpreter"] = str(python)
+    return result

@@ -1,0 +1,68 @@
+"""Dependencies resolved as wheels for the target, never copied from this machine.
+
+pip picks wheels by platform tag, so the tags offered are exactly the manylinux levels the
+target's glibc can load; a package with no such wheel fails here, early, instead of as an
+import error on Lambda.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from optimizer.errors import PackageFailed
+
+PIP_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}
+# what each model runtime needs on Lambda besides the handler
+RUNTIME_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnxruntime", "numpy", "pillow"),
+    "tensorflow": ("tensorflow-cpu", "keras", "numpy", "pillow"),
+}
+
+
+def platform_tags(arch: str, glibc: str) -> list[str]:
+    """manylinux tags from the newest the glibc allows down to manylinux2014 (glibc 2.17)."""
+    machine = PIP_ARCH[arch]
+    major, minor = (int(p) for p in glibc.split(".")[:2])
+    tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, 16, -1)]
+    return [*tags, f"manylinux2014_{machine}"]
+
+
+def pinned(names: tuple[str, ...], arch: str) -> list[str]:
+    """Each requirement at the version installed here, which is the version validated."""
+    out = []
+    for name in names:
+        # tensorflow-cpu has no aarch64 wheels; either distribution pins the version
+        want = "tensorflow" if name == "tensorflow-cpu" and arch != "x86_64" else name
+        candidates = (name, "tensorflow") if name == "tensorflow-cpu" else (name,)
+        version = None
+        for dist in candidates:
+            try:
+                version = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        if version is None:
+            raise PackageFailed(f"packaging needs {name} installed here to pin its version")
+        out.append(f"{want}=={version}")
+    return out
+
+
+def resolve(requirements: list[str], python: str, arch: str, glibc: str, dest: Path) -> None:
+    """pip install --target for another platform: binary wheels only."""
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-warn-script-location", "--no-compile", "--target", str(dest),
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+    ]
+    for tag in platform_tags(arch, glibc):
+        cmd += ["--platform", tag]
+    proc = subprocess.run([*cmd, *requirements], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise PackageFailed(
+            f"pip could not resolve {' '.join(requirements)} as binary wheels for Python "
+            f"{python} on {arch} with glibc {glibc}:\n{tail}"
+        )
