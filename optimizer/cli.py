@@ -145,6 +145,62 @@ def targets_cmd(as_json: JsonOpt = False) -> None:
     _emit(as_json, targets.as_dict(), text)
 
 
+@app.command("check-size")
+def check_size(
+    paths: Annotated[list[str], typer.Argument(
+        help="a zip, a folder, several zips (function first, then layers), a folder of zips, "
+        "an image tarball, or an image in the local Docker Engine (docker://REF)",
+        show_default=False)],
+    target: Annotated[str | None, typer.Option(
+        help="also check every shared object for this target's architecture and the "
+        "runtime's glibc (zips and folders)")] = None,
+    runtime: Annotated[str | None, typer.Option(
+        help="runtime whose glibc --target checks against [default: python3.12]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check any Lambda package against the size limits; exit 1 when over."""
+
+    def run() -> int:
+        from optimizer.package.sizes import check
+
+        doc = check(paths, target, runtime)
+
+        def text() -> None:
+            from optimizer.report.console import print_sizes
+
+            print_sizes(doc)
+
+        _emit(as_json, doc, text)
+        return EXIT_OK if doc["ok"] else EXIT_GATE
+
+    _guard(as_json, run)
+
+
+@app.command("base-image")
+def base_image(
+    suite: Annotated[str, typer.Option(help="Debian suite to debootstrap")] = "bookworm",
+    tag: Annotated[str | None, typer.Option(
+        help="image tag [default: local/debian-python:PYTHON]")] = None,
+    save: Annotated[Path | None, typer.Option(
+        help="also write it as a `docker save` tarball (a base for the daemonless writer)")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a local Debian + python3 base image (for machines that cannot pull one)."""
+
+    def run() -> int:
+        from optimizer.package import baseimage
+
+        ref = baseimage.ensure(tag, suite)
+        if save is not None:
+            baseimage.save(ref, save)
+        _emit(as_json, {"ok": True, "image": ref, "tarball": str(save) if save else None},
+              lambda: typer.echo(f"{ref}" + (f" (saved to {save})" if save else "")))
+        return EXIT_OK
+
+    _guard(as_json, run)
+
+
 def main() -> None:
     """Console-script entry point; usage errors from typer already exit with 2."""
     app()

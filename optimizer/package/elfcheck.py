@@ -15,7 +15,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
 from elftools.elf.sections import SymbolTableSection
 
-ELF_MACHINE = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
+ELF_MACHINE = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
 
 
 @dataclass

@@ -46,12 +46,11 @@ def _check_base(client, base: str, python: str, glibc: str, arch: str) -> None:
             "build a local one with `optimizer base-image` and set package.image.base")
     out = client.containers.run(base, ["-c", PROBE], entrypoint="python3", remove=True)
     have_py, have_glibc, machine = out.decode().split()
-    want_machine = {"x86_64": "x86_64", "arm64": "aarch64"}[arch]
-    if have_py != python or machine != want_machine or (
+    if have_py != python or machine != arch or (
             tuple(map(int, have_glibc.split("."))) < tuple(map(int, glibc.split(".")))):
         raise PackageFailed(
             f"base image {base} has Python {have_py}, glibc {have_glibc} on {machine}; the "
-            f"package was resolved for Python {python}, glibc {glibc} on {want_machine} "
+            f"package was resolved for Python {python}, glibc {glibc} on {arch} "
             "(set package.image.python and package.image.glibc to match the base)")
 
 

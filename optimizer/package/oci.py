@@ -26,7 +26,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-GO_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
 @dataclass

@@ -217,3 +217,48 @@ def report(parts: list[Part]) -> dict:
         "limits": [asdict(r) for r in rows],
         "problems": problems,
     }
+
+
+def elf_problems(part: Part, arch: str, glibc: str) -> tuple[int, list[str]]:
+    """Shared objects in a zip or folder that cannot run on the target."""
+    import tempfile
+
+    from optimizer.package.archive import extract_zip
+    from optimizer.package.elfcheck import check_tree
+
+    if part.kind == "folder":
+        count, problems = check_tree(Path(part.ref), arch, glibc)
+    else:
+        with tempfile.TemporaryDirectory(prefix="optimizer-check-") as tmp:
+            extract_zip(Path(part.ref), Path(tmp))
+            count, problems = check_tree(Path(tmp), arch, glibc)
+    return count, [f"{Path(part.ref).name}: {p}" for p in problems]
+
+
+def check(paths: list[str], target: str | None, runtime: str | None) -> dict:
+    """What `optimizer check-size` prints: parts, limits, problems, ok."""
+    if runtime and not target:
+        raise BadInput("--runtime only matters with --target")
+    for name, table in ((target, targets.TARGETS), (runtime, targets.RUNTIMES)):
+        if name is not None and name not in table:
+            raise BadInput(f"unknown '{name}'; choose one of {sorted(table)}")
+    parts = [inspect(p) for p in expand(paths)]
+    doc = report(parts)
+    if target:
+        from optimizer.package.oci import GO_ARCH
+
+        arch = targets.TARGETS[target].arch
+        glibc = targets.RUNTIMES[runtime or targets.DEFAULT_RUNTIME].glibc
+        checked = 0
+        for part in parts:
+            if part.kind in ("zip", "folder"):
+                count, problems = elf_problems(part, arch, glibc)
+                checked += count
+                doc["problems"] += problems
+            elif part.architecture and part.architecture != GO_ARCH[arch]:
+                doc["problems"].append(f"{part.ref}: image is {part.architecture}, the target "
+                                       f"is {arch}")
+        doc["elf"] = {"arch": arch, "glibc": glibc, "files_checked": checked}
+        doc["ok"] = doc["ok"] and not doc["problems"]
+    doc["limits_version"] = targets.TARGETS_VERSION
+    return doc

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 from optimizer.errors import PackageFailed
-from optimizer.package.wheels import PIP_ARCH
 
 RUNNER = r'''
 import json, sys, time
@@ -57,7 +56,7 @@ def find_python(version: str) -> Path | None:
 
 
 def can_run(arch: str) -> bool:
-    return platform.machine() == PIP_ARCH[arch]
+    return platform.machine() == arch
 
 
 def run(python_version: str, task: Path, opt_roots: list[Path], events: list,

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from optimizer.errors import PackageFailed
 
-PIP_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}
 # what each model runtime needs on Lambda besides the handler
 RUNTIME_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime", "numpy", "pillow"),
@@ -24,7 +23,7 @@ RUNTIME_REQUIREMENTS: dict[str, tuple[str, ...]] = {
 
 def platform_tags(arch: str, glibc: str) -> list[str]:
     """manylinux tags from the newest the glibc allows down to manylinux2014 (glibc 2.17)."""
-    machine = PIP_ARCH[arch]
+    machine = arch  # targets name architectures as pip and uname do
     major, minor = (int(p) for p in glibc.split(".")[:2])
     tags = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, 16, -1)]
     return [*tags, f"manylinux2014_{machine}"]

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from optimizer.report import packages
+
 
 def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
@@ -25,6 +27,15 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
                       f"{v['agreement']:.2f}", f"{lat['p50_ms']:.3f}", f"{lat['p95_ms']:.3f}",
                       f"{lat['load_ms']:.1f}", gates)
     console.print(table)
+    if r.get("packages"):
+        pt = Table(title="packages")
+        for col in packages.COLUMNS:
+            pt.add_column(col, justify="right" if "MB" in col else "left")
+        for row in packages.rows(r, compact=True):
+            pt.add_row(*row)
+        console.print(pt)
+    for note in r.get("package_notes", []):
+        console.print(f"[yellow]note[/]: {note}")
     cache = r["cache"]
     if cache["all_cached"]:
         console.print(f"everything came from the cache ({cache['hits']} entries) in "
@@ -69,3 +80,35 @@ def print_targets(console: Console | None = None) -> None:
         f"{lim.memory_min_mb}..{lim.memory_max_mb} MB. Requests ${t.PRICE_PER_REQUEST * 1e6:.2f}"
         f" per 1M, billed per {t.BILLING_GRANULARITY_MS} ms."
     )
+
+
+def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
+    """`optimizer check-size`: each limit, then the largest files or layers of each part."""
+    console = console or Console()
+    lt = Table(title=f"Lambda limits ({doc['limits_version']})")
+    for col in ("", "what", "size", "limit", "used"):
+        lt.add_column(col, justify="right" if col in ("size", "limit", "used") else "left")
+    for x in doc["limits"]:
+        counted = x["what"] == "layers"
+        unit, div = ("KB", 1e3) if x["limit"] < 1e6 else ("MB", 1e6)
+        lt.add_row("[green]ok[/]" if x["ok"] else "[red]OVER[/]", x["what"],
+                   str(x["size"]) if counted else f"{x['size'] / div:,.2f} {unit}",
+                   str(x["limit"]) if counted else f"{x['limit'] / div:,.2f} {unit}",
+                   f"{x['size'] / x['limit']:.0%}")
+    console.print(lt)
+    for part in doc["parts"]:
+        what = "layers" if part["kind"] in ("image", "image-tarball") else "files"
+        pt = Table(title=f"{part['ref']} ({part['kind']}, {part['files']} {what}): "
+                   f"{len(part['largest'])} largest")
+        pt.add_column(what[:-1])
+        pt.add_column("MB", justify="right")
+        for name, size in part["largest"]:
+            pt.add_row(name, f"{size / 1e6:,.3f}")
+        console.print(pt)
+    if "elf" in doc:
+        e = doc["elf"]
+        console.print(f"shared objects: {e['files_checked']} checked for {e['arch']} and "
+                      f"glibc {e['glibc']}")
+    for problem in doc["problems"]:
+        console.print(f"[red]problem[/]: {problem}")
+    console.print("[green]fits[/]" if doc["ok"] else "[red]does not fit[/]")

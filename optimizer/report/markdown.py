@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optimizer.report import packages
+
 
 def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} MB"
@@ -76,5 +78,11 @@ def render(r: dict[str, Any]) -> str:
         lines += [f"  - pass {p['pass']}: " + (f"{p['nodes_before']} -> {p['nodes_after']} nodes"
                                                if p["kept"] else f"rolled back ({p['reason']})")
                   for p in info.get("passes", [])]
+    if r.get("packages") or r.get("package_notes"):
+        lines += ["", "## Packages", "", "| " + " | ".join(packages.COLUMNS) + " |",
+                  "|" + "---|" * len(packages.COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in packages.rows(r)]
+        lines += [""] + [f"- {d}" for d in packages.digests(r)]
+        lines += [f"- note: {n}" for n in r.get("package_notes", [])]
     lines += ["", "Libraries: " + ", ".join(f"{k} {v}" for k, v in r["libraries"].items()), ""]
     return "\n".join(lines)

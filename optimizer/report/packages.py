@@ -1,0 +1,70 @@
+"""One formatting of package records for the markdown report and the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("package", "kind", "zipped / tarball MB", "unpacked MB", "limits", "proof")
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:,.2f}"
+
+
+def _limits(rec: dict, compact: bool) -> str:
+    rows = rec.get("limits", [])
+    if not rows:
+        return "-"
+    if compact and all(x["ok"] for x in rows):
+        return "ok"
+    return "; ".join(f"{'ok' if x['ok'] else 'OVER'} {x['what']} "
+                     + (f"{x['size']}/{x['limit']}" if x["what"] == "layers"
+                        else f"{x['size'] / x['limit']:.0%}") for x in rows)
+
+
+def _proof(rec: dict, compact: bool) -> str:
+    p = rec.get("proof")
+    if rec["kind"] == "layer":
+        return "with function.zip"
+    if not p:
+        return "not run"
+    if "skipped" in p:
+        return f"skipped: {p['skipped']}"
+    how = f"Python {p['python']}" if "python" in p else "docker run + Runtime API"
+    if compact:
+        return f"ok ({how})"
+    return (f"{how}: '{p['label']}' ({p['score']:.3f}) for a '{p['expected']}' image; "
+            f"bad request -> {p['bad_request_status']}")
+
+
+def rows(report: dict[str, Any], compact: bool = False) -> list[tuple[str, ...]]:
+    out = []
+    for rec in report.get("packages", []):
+        if "refused" in rec:
+            out.append((rec["kind"], "refused", "-", _mb(rec["unzipped_bytes"]),
+                        rec["refused"], "-"))
+            continue
+        name = rec.get("file") or rec.get("ref", "?")
+        packed = rec.get("zipped_bytes", rec.get("tarball_bytes"))
+        unpacked = rec.get("unzipped_bytes", rec.get("uncompressed_bytes"))
+        out.append((name, rec["kind"], _mb(packed), _mb(unpacked), _limits(rec, compact),
+                    _proof(rec, compact)))
+    return out
+
+
+def digests(report: dict[str, Any]) -> list[str]:
+    out = []
+    for rec in report.get("packages", []):
+        name = rec.get("file") or rec.get("ref")
+        if rec.get("sha256"):
+            out.append(f"{name}: sha256 {rec['sha256']}")
+        if rec.get("config_digest"):
+            out.append(f"{name}: image ID {rec['config_digest']}, manifest "
+                       f"{rec['manifest_digest']}")
+        if rec.get("id") and rec["kind"] == "image":
+            out.append(f"{name}: image ID {rec['id']} (engine build; not reproducible)")
+        if slim := rec.get("slim"):
+            out.append(f"{name}: dependencies slimmed {slim['dependencies_before'] / 1e6:,.1f} "
+                       f"-> {slim['dependencies_after'] / 1e6:,.1f} MB unpacked; function "
+                       f"{slim['function_bytes'] / 1e6:,.2f} MB")
+    return out
