@@ -23,6 +23,7 @@ from optimizer.errors import PackageFailed, PackageTooLarge
 from optimizer.model import ModelRef, sha256_tree
 from optimizer.package import elfcheck, image, lambda_zip, slim, wheels
 from optimizer.package.function import assemble, runtime_of
+from optimizer.package.sizes import mib
 from optimizer.progress import Progress
 from optimizer.recipe import ImageConfig, Recipe
 from optimizer.validate.accuracy import predict
@@ -164,9 +165,9 @@ class Packager:
             total = fn_bytes + slimmed["bytes_after"]
             limit = targets.LIMITS.unzipped_bytes
             if total > limit:
-                reason = (f"a {kind} zip would be {total / 1e6:,.1f} MB unzipped "
-                          f"({total:,} B), over Lambda's {limit / 1e6:,.1f} MB ({limit:,} B) "
-                          "limit for a function plus layers")
+                reason = (f"a {kind} zip would be {mib(total)} unzipped ({total:,} B), over "
+                          f"Lambda's {mib(limit)} ({limit:,} B) limit for a function plus "
+                          "layers")
                 out.records.append({"kind": "zip", "refused": reason, "unzipped_bytes": total,
                                     "limit_bytes": limit})
                 out.notes.append(reason + "; built as a container image instead")
@@ -194,8 +195,8 @@ class Packager:
             over = [lim for lim in limits if not lim.ok]
             if over:
                 raise PackageTooLarge("; ".join(
-                    f"{lim.what}: {lim.size / 1e6:,.1f} MB ({lim.size:,} B) over the "
-                    f"{lim.limit / 1e6:,.1f} MB limit" for lim in over))
+                    f"{lim.what}: {mib(lim.size)} ({lim.size:,} B) over the "
+                    f"{mib(lim.limit)} limit" for lim in over))
             if smoke_ok := lambda_zip.smoke.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(sample))
                 proof = {**check_proof(result["responses"], sample, "zip"),

@@ -46,27 +46,31 @@ def needed(path: Path) -> list[str]:
         return [t.needed for t in dyn.iter_tags() if t.entry.d_tag == "DT_NEEDED"] if dyn else []
 
 
-def _glibc_symbols(elf: ELFFile) -> dict[str, list[str]]:
-    """GLIBC_x.y version -> imported symbols that need it."""
+def _glibc_versions(elf: ELFFile) -> dict[int, str]:
+    """Version index -> GLIBC_x.y for every glibc version the file asks the loader for."""
     names: dict[int, str] = {}
     for sec in elf.iter_sections():
         if isinstance(sec, GNUVerNeedSection):
             for _, auxs in sec.iter_versions():
                 for aux in auxs:
-                    names[aux.entry.vna_other] = aux.name
-    if not names:
-        return {}
+                    if aux.name.startswith("GLIBC_"):
+                        names[aux.entry.vna_other] = aux.name
+    return names
+
+
+def _symbols_needing(elf: ELFFile, wanted: dict[int, str]) -> dict[str, list[str]]:
+    """Imported symbols per version; read only when a version is too new (large files have
+    hundreds of thousands of symbols)."""
     versym = next((s for s in elf.iter_sections() if isinstance(s, GNUVerSymSection)), None)
     dynsym = elf.get_section_by_name(".dynsym")
-    out: dict[str, list[str]] = {n: [] for n in names.values() if n.startswith("GLIBC_")}
+    out: dict[str, list[str]] = {v: [] for v in wanted.values()}
     if versym is None or not isinstance(dynsym, SymbolTableSection):
         return out
     for i, sym in enumerate(dynsym.iter_symbols()):
         ndx = versym.get_symbol(i).entry["ndx"]
-        if isinstance(ndx, int) and sym.entry.st_shndx == "SHN_UNDEF":
-            name = names.get(ndx & 0x7FFF)
-            if name in out:
-                out[name].append(sym.name)
+        if isinstance(ndx, int) and sym.entry.st_shndx == "SHN_UNDEF" and \
+                (name := wanted.get(ndx & 0x7FFF)):
+            out[name].append(sym.name)
     return out
 
 
@@ -79,11 +83,14 @@ def check_file(path: Path, rel: str, arch: str, glibc: str) -> list[ElfProblem]:
                 return [ElfProblem(rel, f"built for {machine}, the target is {arch} "
                                         f"({ELF_MACHINE[arch]})")]
             ceiling = _version(glibc)
+            too_new = {i: v for i, v in _glibc_versions(elf).items()
+                       if _version(v.removeprefix("GLIBC_")) > ceiling}
+            if not too_new:
+                return []
             return [
                 ElfProblem(rel, f"needs {ver} (symbol {', '.join(sorted(syms)[:3]) or '?'}) "
                                 f"but the runtime has glibc {glibc}")
-                for ver, syms in sorted(_glibc_symbols(elf).items())
-                if _version(ver.removeprefix("GLIBC_")) > ceiling
+                for ver, syms in sorted(_symbols_needing(elf, too_new).items())
             ]
     except ELFError as exc:
         return [ElfProblem(rel, f"unreadable ELF file ({exc})")]

@@ -59,7 +59,7 @@ def _limits(part: sizes.Part, ref: str) -> list[dict]:
     over = [r for r in rows if not r.ok]
     if over:
         raise PackageTooLarge("; ".join(f"image {ref}: {r.what} is {r.size:,} B, over "
-                                        f"{r.limit:,} B" for r in over))
+                                        f"the {r.limit:,} B limit" for r in over))
     return [r.__dict__ for r in rows]
 
 

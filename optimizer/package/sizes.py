@@ -17,6 +17,11 @@ from optimizer.errors import BadInput
 from optimizer.package.archive import files_under, safe_name, zip_members
 
 TOP = 20
+MIB = 1024 * 1024  # AWS's "50 MB" and "250 MB" limits are binary megabytes
+
+
+def mib(n: int) -> str:
+    return f"{n / MIB:,.1f} MiB"
 
 
 @dataclass

@@ -15,11 +15,15 @@ def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _under(p: Path, paths: set[Path] | dict[Path, str]) -> bool:
+    return p in paths or any(parent in paths for parent in p.parents)
+
+
 def _protected(root: Path, doomed: set[Path]) -> set[str]:
     """Names of shared libraries some kept ELF file needs."""
     names: set[str] = set()
     for p in root.rglob("*"):
-        if p.is_file() and not any(p == d or d in p.parents for d in doomed) and is_elf(p):
+        if p.is_file() and not _under(p, doomed) and is_elf(p):
             names.update(needed(p))
     return names
 
@@ -30,7 +34,7 @@ def slim(root: Path) -> dict:
     matches: dict[Path, str] = {}
     for pattern, reason in RULES:
         for p in sorted(root.glob(pattern)):
-            if not any(q in p.parents for q in matches):
+            if not any(parent in matches for parent in p.parents):
                 matches.setdefault(p, f"{pattern}: {reason}")
     keep = _protected(root, set(matches))
     removed: dict[str, int] = {}

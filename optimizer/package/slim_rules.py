@@ -22,7 +22,6 @@ RULES: tuple[tuple[str, str], ...] = (
     ("numpy/_core/include", "numpy C headers"),
     ("numpy/f2py", "Fortran wrapper generator; lazily imported, unused at inference"),
     ("numpy/_pyinstaller", "PyInstaller hooks"),
-    ("numpy/typing", "static typing helpers"),
     ("bin", "console scripts"),
     ("onnxruntime/capi/libonnxruntime.so*", "C API library; the Python module does not load it"),
     ("onnxruntime/transformers", "model-optimisation tools, not inference"),

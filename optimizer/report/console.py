@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from optimizer.package.sizes import MIB
 from optimizer.report import packages
 
 
@@ -90,7 +91,7 @@ def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
         lt.add_column(col, justify="right" if col in ("size", "limit", "used") else "left")
     for x in doc["limits"]:
         counted = x["what"] == "layers"
-        unit, div = ("KB", 1e3) if x["limit"] < 1e6 else ("MB", 1e6)
+        unit, div = ("KiB", 1024) if x["limit"] < MIB else ("MiB", MIB)
         lt.add_row("[green]ok[/]" if x["ok"] else "[red]OVER[/]", x["what"],
                    str(x["size"]) if counted else f"{x['size'] / div:,.2f} {unit}",
                    str(x["limit"]) if counted else f"{x['limit'] / div:,.2f} {unit}",
@@ -101,9 +102,9 @@ def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
         pt = Table(title=f"{part['ref']} ({part['kind']}, {part['files']} {what}): "
                    f"{len(part['largest'])} largest")
         pt.add_column(what[:-1])
-        pt.add_column("MB", justify="right")
+        pt.add_column("MiB", justify="right")
         for name, size in part["largest"]:
-            pt.add_row(name, f"{size / 1e6:,.3f}")
+            pt.add_row(name, f"{size / MIB:,.3f}")
         console.print(pt)
     if "elf" in doc:
         e = doc["elf"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("package", "kind", "zipped / tarball MB", "unpacked MB", "limits", "proof")
+from optimizer.package.sizes import MIB, mib
+
+COLUMNS = ("package", "kind", "zipped / tarball MiB", "unpacked MiB", "limits", "proof")
 
 
 def _mb(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1e6:,.2f}"
+    return "-" if n is None else f"{n / MIB:,.2f}"
 
 
 def _limits(rec: dict, compact: bool) -> str:
@@ -64,7 +66,7 @@ def digests(report: dict[str, Any]) -> list[str]:
         if rec.get("id") and rec["kind"] == "image":
             out.append(f"{name}: image ID {rec['id']} (engine build; not reproducible)")
         if slim := rec.get("slim"):
-            out.append(f"{name}: dependencies slimmed {slim['dependencies_before'] / 1e6:,.1f} "
-                       f"-> {slim['dependencies_after'] / 1e6:,.1f} MB unpacked; function "
-                       f"{slim['function_bytes'] / 1e6:,.2f} MB")
+            out.append(f"{name}: dependencies slimmed {mib(slim['dependencies_before'])} -> "
+                       f"{mib(slim['dependencies_after'])} unpacked; function "
+                       f"{mib(slim['function_bytes'])}")
     return out

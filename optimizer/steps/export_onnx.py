@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -44,6 +45,7 @@ def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef
         )
     except Exception as exc:  # tf2onnx raises bare Exceptions naming the op it cannot map
         raise StepFailed(config.name or config.step, f"tf2onnx could not convert: {exc}") from exc
+    canonical_names(proto)
     out_path = ctx.out_dir / FILE_NAMES["onnx"]
     out_path.write_bytes(proto.SerializeToString())
 
@@ -74,3 +76,36 @@ def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef
             "nodes": len(proto.graph.node),
         },
     )
+
+
+_SUFFIX = re.compile(r"__(\d+)(?=(:\d+)?$)")
+
+
+def canonical_names(proto) -> None:
+    """Renumber the `__N` suffixes tf2onnx takes from a process-wide counter, in order of
+    first use, so one model converts to the same bytes in a fresh or a long-lived process."""
+    g = proto.graph
+    g.doc_string = ""  # names TensorFlow's traced function, numbered per process
+    numbers: dict[str, str] = {}
+
+    def fix(name: str) -> str:
+        m = _SUFFIX.search(name)
+        if not m:
+            return name
+        new = numbers.setdefault(m[1], str(len(numbers) + 1))
+        return name[: m.start(1)] + new + name[m.end(1):]
+
+    def fix_value(v) -> None:
+        v.name = fix(v.name)
+        for dim in v.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = fix(dim.dim_param)
+
+    for v in (*g.input, *g.output, *g.value_info):
+        fix_value(v)
+    for t in g.initializer:
+        t.name = fix(t.name)
+    for n in g.node:
+        n.name = fix(n.name)
+        n.input[:] = [fix(x) for x in n.input]
+        n.output[:] = [fix(x) for x in n.output]

@@ -1,0 +1,233 @@
+"""Zip packages: platform wheels, slimming proved by running, layers, limits, reproducibility,
+and `optimizer check-size` on packages optimizer did not build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from optimizer import targets
+from optimizer.cli import app
+from optimizer.errors import BadInput
+from optimizer.package import archive, elfcheck, lambda_zip, layers, sizes
+from tests.conftest import write_recipe
+
+runner = CliRunner()
+
+
+def package_recipe(folder: Path, model: Path, package: str, name: str = "pkg",
+                   steps: str = "- step: export_onnx\n  name: fp32") -> Path:
+    indented = "\n".join("            " + line for line in steps.splitlines()).lstrip()
+    pkg = "\n".join("            " + line for line in package.strip().splitlines()).lstrip()
+    return write_recipe(folder, f"""
+        name: {name}
+        source:
+          kind: keras
+          path: {model}
+          preprocess: {{scale: 0.00392156862745098}}
+        dataset:
+          kind: sklearn-digits
+        target: {{name: x86_64, runtime: python3.12, memory_mb: 1769}}
+        steps:
+            {indented}
+        validate:
+          max_accuracy_drop: 5
+          latency: {{warmup: 2, runs: 10}}
+        package:
+            {pkg}
+        """, name=f"{name}.yaml")
+
+
+def build(recipe: Path, out: Path, cache: Path):
+    result = runner.invoke(app, ["build", str(recipe), "--out", str(out), "--json",
+                                 "--cache-dir", str(cache)])
+    return result
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def zip_build(tmp_path_factory, tiny_keras):
+    root = tmp_path_factory.mktemp("zipbuild")
+    recipe = package_recipe(root, tiny_keras, "zip: {layers: 1}")
+    result = build(recipe, root / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    return root, recipe, json.loads(result.stdout)
+
+
+def test_zip_package_fits_and_runs_its_handler(zip_build):
+    root, _, doc = zip_build
+    kinds = {p["kind"]: p for p in doc["packages"]}
+    fn, layer = kinds["zip"], kinds["layer"]
+    assert fn["file"] == "function.zip" and layer["file"] == "layer-1.zip"
+    for rec in (fn, layer):
+        assert (root / "out" / "package" / rec["file"]).is_file()
+        assert rec["zipped_bytes"] < targets.LIMITS.zip_upload_bytes
+        assert rec["sha256"] == sha(root / "out" / "package" / rec["file"])
+    assert fn["unzipped_bytes"] + layer["unzipped_bytes"] < targets.LIMITS.unzipped_bytes
+    proof = fn["proof"]
+    assert proof["python"].startswith("3.12.") and proof["label"] == proof["expected"]
+    assert 400 <= proof["bad_request_status"] < 500
+    slim = fn["slim"]
+    assert slim["dependencies_after"] < slim["dependencies_before"]
+    assert any("libonnxruntime" in rule for rule in slim["removed_by_rule"])
+    names = zipfile.ZipFile(root / "out" / "package" / "function.zip").namelist()
+    assert "handler/app.py" in names and "model/model.onnx" in names
+    layer_names = zipfile.ZipFile(root / "out" / "package" / "layer-1.zip").namelist()
+    assert all(n.startswith("python/") for n in layer_names)
+    assert not any("/tests/" in n or n.endswith(".pyc") for n in layer_names)
+    md = (root / "out" / "report.md").read_text()
+    assert "## Packages" in md and "function.zip" in md
+
+
+def test_two_builds_give_byte_identical_zips(zip_build, tmp_path):
+    root, recipe, doc = zip_build
+    again = build(recipe, tmp_path / "out", tmp_path / "cache")  # nothing reused
+    assert again.exit_code == 0, again.output
+    redo = json.loads(again.stdout)
+    assert redo["cache"]["hits"] == 0
+    assert {p["file"]: p["sha256"] for p in redo["packages"]} == \
+        {p["file"]: p["sha256"] for p in doc["packages"]}
+    for name in ("function.zip", "layer-1.zip"):
+        assert sha(tmp_path / "out" / "package" / name) == sha(root / "out" / "package" / name)
+
+
+def test_check_size_passes_the_built_package(zip_build):
+    root, _, _ = zip_build
+    result = runner.invoke(app, ["check-size", str(root / "out" / "package"), "--target",
+                                 "x86_64", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] and doc["elf"]["files_checked"] > 10
+    assert [p["ref"].rsplit("/", 1)[-1] for p in doc["parts"]] == ["function.zip", "layer-1.zip"]
+    assert len(doc["parts"][1]["largest"]) == sizes.TOP
+    wrong_arch = runner.invoke(app, ["check-size", str(root / "out" / "package"), "--target",
+                                     "arm64", "--json"])
+    assert wrong_arch.exit_code == 1
+    assert "built for EM_X86_64" in " ".join(json.loads(wrong_arch.stdout)["problems"])
+
+
+def test_check_size_fails_a_260mb_folder(tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(13):  # 260 MB as AWS counts (MiB), of zeros, sparse on disk
+        with (big / f"blob{i}.bin").open("wb") as f:
+            f.truncate(20 * 1024 * 1024)
+    result = runner.invoke(app, ["check-size", str(big), "--json"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    over = [x for x in doc["limits"] if not x["ok"]]
+    assert [x["what"] for x in over] == ["unzipped, function plus layers"]
+    assert over[0]["size"] == 260 * 1024 * 1024 and over[0]["limit"] == 250 * 1024 * 1024
+    text = runner.invoke(app, ["check-size", str(big)])
+    assert text.exit_code == 1 and "does not fit" in text.output
+
+
+def test_check_size_refuses_a_path_traversal_zip(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("ok.txt", "fine")
+        zf.writestr("../../etc/cron.d/evil", "nope")
+    result = runner.invoke(app, ["check-size", str(evil)])
+    assert result.exit_code == 2
+    assert "path traversal" in result.output and "../../etc/cron.d/evil" in result.output
+    with pytest.raises(BadInput):
+        archive.extract_zip(evil, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_upload_and_layer_count_limits():
+    mib = 1024 * 1024
+    parts = [sizes.Part("zip", "function.zip", 60 * mib, 51 * mib)] + [
+        sizes.Part("zip", f"layer-{i}.zip", mib, mib) for i in range(6)]
+    rows = {r.what: r.ok for r in sizes.limits_for(parts)}
+    assert rows["function.zip zipped"] is False and rows["layers"] is False
+    assert rows["unzipped, function plus layers"] is True
+
+
+def test_elf_check_names_the_file_and_the_symbol():
+    import numpy
+
+    so = next(Path(numpy.__file__).parent.glob("_core/_multiarray_umath*.so"))
+    problems = elfcheck.check_file(so, so.name, "x86_64", "2.2")
+    assert problems and all(so.name in str(p) for p in problems)
+    assert any("needs GLIBC_" in p.problem and "symbol" in p.problem for p in problems)
+    assert elfcheck.check_file(so, so.name, "x86_64", "2.99") == []
+    wrong = elfcheck.check_file(so, so.name, "aarch64", "2.99")
+    assert "built for EM_X86_64" in wrong[0].problem
+
+
+def test_zip_writer_is_deterministic(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "a.py").write_text("x = 1\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o775)
+    archive.zip_tree(tmp_path / "one.zip", src)
+    os.utime(src / "pkg" / "a.py", (1, 1))
+    (src / "pkg" / "a.py").chmod(0o600)
+    archive.zip_tree(tmp_path / "two.zip", src)
+    assert sha(tmp_path / "one.zip") == sha(tmp_path / "two.zip")
+    info = {i.filename: i for i in zipfile.ZipFile(tmp_path / "one.zip").infolist()}
+    assert list(info) == ["pkg/a.py", "run.sh"]
+    assert (info["run.sh"].external_attr >> 16) & 0o777 == 0o755
+    assert info["pkg/a.py"].date_time == archive.ZIP_TIME
+
+
+def _fake_deps(root: Path) -> None:
+    for dist, files, size in (("big", ["big/core.so", "big.libs/x.so"], 5000),
+                              ("mid", ["mid/__init__.py"], 3000), ("small", ["small.py"], 100)):
+        info = root / f"{dist}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "RECORD").write_text("".join(f"{f},,\n" for f in files))
+        for f in files:
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            (root / f).write_bytes(b"x" * size)
+
+
+def test_layers_keep_distributions_whole(tmp_path):
+    deps = tmp_path / "deps"
+    _fake_deps(deps)
+    groups = layers.split(deps, 2)
+    names = [sorted(p.name for p in g) for g in groups]
+    assert names == [["big", "big-1.0.dist-info", "big.libs"],
+                     ["mid", "mid-1.0.dist-info", "small-1.0.dist-info", "small.py"]]
+    fn = tmp_path / "fn"
+    (fn / "handler").mkdir(parents=True)
+    (fn / "handler" / "app.py").write_text("")
+    plan = lambda_zip.ZipPlan("3.12", "x86_64", 1769, 0)
+    (tmp_path / "z").mkdir()
+    zips = lambda_zip.write(fn, deps, plan, tmp_path / "z")
+    assert [z.name for z in zips] == ["function.zip"]
+    assert "big/core.so" in zipfile.ZipFile(zips[0]).namelist()
+
+
+def test_a_slimming_rule_that_breaks_the_import_fails_the_build(tmp_path, tiny_keras,
+                                                                monkeypatch):
+    from optimizer.package import slim
+
+    monkeypatch.setattr(slim, "RULES", (*slim.RULES, ("numpy/_core/_multiarray_umath*",
+                                                      "a rule that goes too far")))
+    recipe = package_recipe(tmp_path, tiny_keras, "zip: {layers: 1}")
+    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 2
+    assert "packaged handler failed under Python 3.12" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_package_section_errors_point_at_the_line(tmp_path, tiny_keras):
+    recipe = package_recipe(tmp_path, tiny_keras, "model: nope\nzip: {}")
+    result = runner.invoke(app, ["check", str(recipe)])
+    assert result.exit_code == 2
+    assert "package.model" in result.output and "'nope' is not an artifact" in result.output
+    recipe = package_recipe(tmp_path, tiny_keras, "zip: {layers: 6}")
+    result = runner.invoke(app, ["check", str(recipe)])
+    assert result.exit_code == 2 and "package.zip.layers" in result.output
