@@ -178,6 +178,8 @@ class Packager:
                 self._zip(function_dir, deps, slimmed, fn_bytes, sample, out)
         if image_cfg is not None:
             image.build(self, image_cfg, function_dir, kind, sample, work, out)
+        for rec in out.records:
+            rec.update(model=art.name, model_runtime=kind)
         return out
 
     def _zip(self, function_dir: Path, deps: Path, slimmed: dict, fn_bytes: int,

@@ -29,7 +29,8 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
                       f"{lat['load_ms']:.1f}", gates)
     console.print(table)
     if r.get("packages"):
-        pt = Table(title="packages")
+        pkg = r["packages"][0]
+        pt = Table(title=f"packages of {pkg['model']} ({pkg['model_runtime']})")
         for col in packages.COLUMNS:
             pt.add_column(col, justify="right" if "MB" in col else "left")
         for row in packages.rows(r, compact=True):

@@ -44,7 +44,7 @@ def rows(report: dict[str, Any], compact: bool = False) -> list[tuple[str, ...]]
     for rec in report.get("packages", []):
         if "refused" in rec:
             out.append((rec["kind"], "refused", "-", _mb(rec["unzipped_bytes"]),
-                        rec["refused"], "-"))
+                        "OVER (see note)" if compact else rec["refused"], "-"))
             continue
         name = rec.get("file") or rec.get("ref", "?")
         packed = rec.get("zipped_bytes", rec.get("tarball_bytes"))

@@ -1,0 +1,103 @@
+"""Container images: Docker Engine builds, the daemonless writer, the TensorFlow fallback.
+
+Each image is started with `docker run` and classifies a digit through its handler via the
+local Runtime API. The base is a Debian + python3 image debootstrapped here (no registry is
+reachable), built once and kept by tag.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from optimizer.cli import app
+from tests.test_package import build, package_recipe, sha
+
+runner = CliRunner()
+
+
+def _engine_ok() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _engine_ok(), reason="no Docker Engine reachable")
+
+IMAGE = """
+image:
+  template: debian
+  base: local/debian-python:3.11
+  python: "3.11"
+  glibc: "2.36"
+"""
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    if shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap is not installed; it builds the local base image")
+    from optimizer.package.baseimage import ensure
+
+    return ensure("local/debian-python:3.11", "bookworm")
+
+
+def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras, base_image):
+    recipe = package_recipe(tmp_path, tiny_keras, IMAGE, name="img")
+    first = build(recipe, tmp_path / "out1", tmp_path / "cache")
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    kinds = {p["kind"]: p for p in doc["packages"]}
+    image, tarball = kinds["image"], kinds["image-tarball"]
+    for rec in (image, tarball):
+        assert rec["proof"]["label"] == rec["proof"]["expected"]
+        assert 400 <= rec["proof"]["bad_request_status"] < 500
+        assert all(lim["ok"] for lim in rec["limits"])
+    assert tarball["proof"]["loaded_with"] == "docker load"
+    assert tarball["config_bytes"] < 16 * 1024
+    assert [layer["from"] for layer in tarball["layers"]] == ["base", "optimizer", "optimizer"]
+
+    second = build(recipe, tmp_path / "out2", tmp_path / "cache")
+    assert second.exit_code == 0, second.output
+    again = {p["kind"]: p for p in json.loads(second.stdout)["packages"]}["image-tarball"]
+    for key in ("config_digest", "manifest_digest", "sha256"):
+        assert again[key] == tarball[key], key
+    assert sha(tmp_path / "out1/package/image.tar") == sha(tmp_path / "out2/package/image.tar")
+
+    for target in (str(tmp_path / "out1/package/image.tar"), f"docker://{image['ref']}"):
+        checked = runner.invoke(app, ["check-size", target, "--json", "--target", "x86_64"])
+        assert checked.exit_code == 0, checked.output
+        assert json.loads(checked.stdout)["ok"]
+
+
+def test_tensorflow_runtime_is_refused_as_zip_and_built_as_image(tmp_path, tiny_keras,
+                                                                  base_image):
+    pkg = "model: source\nzip: {layers: 1}\n" + IMAGE.strip() + "\n  tarball: false"
+    recipe = package_recipe(tmp_path, tiny_keras, pkg, name="tf")
+    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    refused = next(p for p in doc["packages"] if "refused" in p)
+    assert refused["kind"] == "zip" and refused["unzipped_bytes"] > refused["limit_bytes"]
+    assert "tensorflow" in refused["refused"] and "250.0 MiB (262,144,000 B)" in \
+        refused["refused"]
+    image = next(p for p in doc["packages"] if p["kind"] == "image")
+    assert image["proof"]["label"] == image["proof"]["expected"]
+    assert not (tmp_path / "out" / "package" / "function.zip").exists()
+    assert "built as a container image instead" in (tmp_path / "out/report.md").read_text()
+
+
+def test_a_base_image_the_engine_lacks_is_a_clear_error(tmp_path, tiny_keras):
+    pkg = IMAGE.replace("local/debian-python:3.11", "local/no-such-base:1")
+    recipe = package_recipe(tmp_path, tiny_keras, pkg, name="nobase")
+    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 2
+    assert "local/no-such-base:1 is not in the local Docker Engine" in result.output
+    assert not (tmp_path / "out").exists()
