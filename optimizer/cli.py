@@ -179,6 +179,9 @@ def check_size(
 @app.command("base-image")
 def base_image(
     suite: Annotated[str, typer.Option(help="Debian suite to debootstrap")] = "bookworm",
+    lambda_like: Annotated[bool, typer.Option(
+        "--lambda-like", help="add the AWS base image's contract (awslambdaric entry point, "
+        "/var/task) on top, for the lambda template")] = False,
     tag: Annotated[str | None, typer.Option(
         help="image tag [default: local/debian-python:PYTHON]")] = None,
     save: Annotated[Path | None, typer.Option(
@@ -191,7 +194,8 @@ def base_image(
     def run() -> int:
         from optimizer.package import baseimage
 
-        ref = baseimage.ensure(tag, suite)
+        ref = baseimage.ensure_lambda_like(tag, suite) if lambda_like else \
+            baseimage.ensure(tag, suite)
         if save is not None:
             baseimage.save(ref, save)
         _emit(as_json, {"ok": True, "image": ref, "tarball": str(save) if save else None},

@@ -101,3 +101,19 @@ def test_a_base_image_the_engine_lacks_is_a_clear_error(tmp_path, tiny_keras):
     assert result.exit_code == 2
     assert "local/no-such-base:1 is not in the local Docker Engine" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, base_image):
+    """The AWS base image cannot be pulled here; a local stand-in with its contract (entry
+    point running the runtime client, /var/task) proves the lambda template's layout."""
+    from optimizer.package.baseimage import ensure_lambda_like
+
+    base = ensure_lambda_like("local/lambda-python:3.11", "bookworm")
+    pkg = IMAGE.replace("template: debian", "template: lambda").replace(
+        "local/debian-python:3.11", base)
+    recipe = package_recipe(tmp_path, tiny_keras, pkg, name="lambdatpl")
+    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    for rec in json.loads(result.stdout)["packages"]:
+        assert rec["template"] == "lambda"
+        assert rec["proof"]["label"] == rec["proof"]["expected"]

@@ -231,3 +231,52 @@ def test_package_section_errors_point_at_the_line(tmp_path, tiny_keras):
     recipe = package_recipe(tmp_path, tiny_keras, "zip: {layers: 6}")
     result = runner.invoke(app, ["check", str(recipe)])
     assert result.exit_code == 2 and "package.zip.layers" in result.output
+
+
+def test_slimming_never_removes_a_library_a_kept_one_needs(tmp_path, monkeypatch):
+    import numpy
+
+    from optimizer.package import slim
+
+    site = Path(numpy.__file__).parent.parent
+    umath = next((site / "numpy" / "_core").glob("_multiarray_umath*.so"))
+    needs = set(elfcheck.needed(umath))
+    libs = [p for p in (site / "numpy.libs").iterdir() if p.name in needs]
+    assert libs, "numpy's extension links a bundled BLAS from numpy.libs"
+    root = tmp_path / "deps"
+    (root / "numpy" / "_core").mkdir(parents=True)
+    (root / "numpy.libs").mkdir()
+    (root / "numpy" / "_core" / umath.name).write_bytes(umath.read_bytes())
+    for lib in libs:
+        (root / "numpy.libs" / lib.name).write_bytes(lib.read_bytes())
+    (root / "numpy" / "_core" / "tests").mkdir()
+    (root / "numpy" / "_core" / "tests" / "test_x.py").write_text("")
+    monkeypatch.setattr(slim, "RULES", (("numpy.libs", "too greedy"), ("**/tests", "tests")))
+    report = slim.slim(root)
+    assert (root / "numpy.libs").is_dir() and not (root / "numpy/_core/tests").exists()
+    assert {Path(k).name for k in report["kept_because_needed"]} == {lib.name for lib in libs}
+    assert report["by_distribution"]
+
+
+@pytest.mark.parametrize(("target", "runtime"), [("x86_64", "python3.13"),
+                                                 ("arm64", "python3.12")])
+def test_other_runtimes_and_architectures(tmp_path, tiny_keras, target, runtime):
+    recipe = package_recipe(tmp_path, tiny_keras, "zip: {layers: 0}", name="other")
+    text = recipe.read_text().replace("name: x86_64, runtime: python3.12",
+                                      f"name: {target}, runtime: {runtime}")
+    recipe.write_text(text)
+    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    [fn] = json.loads(result.stdout)["packages"]  # layers: 0, so one zip holds everything
+    assert fn["runtime"] == runtime and fn["architecture"] == targets.TARGETS[target].arch
+    names = zipfile.ZipFile(tmp_path / "out/package/function.zip").namelist()
+    assert "handler/app.py" in names and any(n.startswith("onnxruntime/") for n in names)
+    if target == "arm64":  # this machine cannot run aarch64 code; the report says so
+        assert "cannot run it natively" in fn["proof"]["skipped"]
+        assert any("aarch64" in n for n in names if n.endswith(".so"))
+    else:
+        assert fn["proof"]["python"].startswith("3.13.")
+        assert fn["proof"]["label"] == fn["proof"]["expected"]
+    checked = runner.invoke(app, ["check-size", str(tmp_path / "out/package/function.zip"),
+                                  "--target", target, "--runtime", runtime, "--json"])
+    assert checked.exit_code == 0, checked.output

@@ -90,3 +90,39 @@ def save(ref: str, dest: Path) -> Path:
             f.write(chunk)
     os.replace(part, dest)
     return dest
+
+
+ENTRYPOINT_SH = """#!/bin/sh
+# Stand-in for the AWS base image's entry point: the runtime client runs the handler named
+# by CMD against $AWS_LAMBDA_RUNTIME_API.
+exec python3 -m awslambdaric "$@"
+"""
+LAMBDA_LIKE = """FROM {base}
+COPY runtime/ /var/runtime/
+COPY lambda-entrypoint.sh /lambda-entrypoint.sh
+ENV LAMBDA_TASK_ROOT=/var/task LAMBDA_RUNTIME_DIR=/var/runtime PYTHONPATH=/var/runtime
+WORKDIR /var/task
+ENTRYPOINT ["/lambda-entrypoint.sh"]
+"""
+
+
+def ensure_lambda_like(tag: str | None = None, suite: str = DEFAULT_SUITE) -> str:
+    """A local stand-in with the AWS Lambda base image's contract (entry point, task root,
+    runtime client), so the default lambda template can be built and run here."""
+    from optimizer.package.wheels import pinned, resolve
+
+    python, glibc = SUITE_PYTHON[suite]
+    tag = tag or f"local/lambda-python:{python}"
+    base = ensure(None, suite)
+    client = engine()
+    if has_image(client, tag):
+        return tag
+    with tempfile.TemporaryDirectory(prefix="optimizer-lambda-base-") as tmp:
+        ctx = Path(tmp)
+        arch = os.uname().machine
+        resolve(pinned(("awslambdaric",), arch), python, arch, glibc, ctx / "runtime")
+        (ctx / "lambda-entrypoint.sh").write_text(ENTRYPOINT_SH)
+        (ctx / "lambda-entrypoint.sh").chmod(0o755)
+        (ctx / "Dockerfile").write_text(LAMBDA_LIKE.format(base=base))
+        client.images.build(path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False)
+    return tag

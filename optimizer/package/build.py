@@ -7,6 +7,7 @@ layer count, so an unchanged rebuild reuses everything.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from optimizer.model import ModelRef, sha256_tree
 from optimizer.package import elfcheck, image, lambda_zip, slim, wheels
 from optimizer.package.function import assemble, runtime_of
 from optimizer.package.sizes import mib
+from optimizer.preprocess import apply
 from optimizer.progress import Progress
 from optimizer.recipe import ImageConfig, Recipe
 from optimizer.validate.accuracy import predict
@@ -34,8 +36,13 @@ if TYPE_CHECKING:
 _HERE = Path(__file__).parent
 DEPS_CODE = tuple(str(_HERE / f) for f in ("wheels.py", "slim.py", "slim_rules.py",
                                            "elfcheck.py"))
-ZIP_CODE = (*(str(_HERE / f) for f in ("lambda_zip.py", "archive.py", "smoke.py", "layers.py")),
+ZIP_CODE = (*(str(_HERE / f) for f in ("build.py", "lambda_zip.py", "archive.py", "smoke.py",
+                                        "layers.py")),
             *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")))
+
+
+# the handler rounds scores to 6 places; threads and CPU may move the last digits
+SCORE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Sample:
     png: bytes
     label: str
     index: int
+    score: float  # the model's top score for it at build time
 
 
 @dataclass
@@ -64,7 +72,10 @@ def pick_sample(art: Artifact, dataset: Dataset) -> Sample:
     idx = dataset.indices("test")
     for i, predicted in enumerate(art.validation.get("top1", [])):
         if predicted == int(dataset.labels[idx[i]]):
-            return Sample(_png(dataset.images[idx[i]]), dataset.classes[predicted], int(idx[i]))
+            image = dataset.images[idx[i]]
+            scores = predict(art.model, apply([image], art.model.preprocess))[0]
+            return Sample(_png(image), dataset.classes[predicted], int(idx[i]),
+                          float(scores.max()))
     raise PackageFailed(f"{art.name} gets no test image right; nothing to prove the package with")
 
 
@@ -78,9 +89,7 @@ def output_kind(model: ModelRef, dataset: Dataset) -> str:
 
 def proof_events(sample: Sample) -> list:
     good = lambda_zip.sample_event(sample.png)
-    bad = {**good, "body": "bm90IGFuIGltYWdl"}  # base64 of "not an image"
-    import base64
-
+    bad = {**good, "body": base64.b64encode(b"not an image").decode()}
     b64 = base64.b64encode(sample.png).decode()
     return [good, bad, {"images": [b64, b64]}]
 
@@ -98,11 +107,15 @@ def check_proof(responses: list[dict], sample: Sample, where: str) -> dict:
     if top["label"] != sample.label:
         raise PackageFailed(f"{where}: the handler said '{top['label']}' for a test image the "
                             f"build classified as '{sample.label}'")
+    if abs(top["score"] - sample.score) > SCORE_TOLERANCE:
+        raise PackageFailed(f"{where}: the handler scored the test image {top['score']:.6f}, "
+                            f"the build {sample.score:.6f}; preprocessing or runtime differs")
     if not 400 <= bad.get("statusCode", 0) < 500 or "error" not in body(bad):
         raise PackageFailed(f"{where}: a request that is not an image got {bad}")
     if pair.get("statusCode") != 200 or len(body(pair)["predictions"]) != 2:
         raise PackageFailed(f"{where}: a two-image JSON request got {pair}")
     return {"label": top["label"], "score": top["score"], "expected": sample.label,
+            "build_score": round(sample.score, 6),
             "bad_request_status": bad["statusCode"], "threads": body(first)["threads"]}
 
 
@@ -218,7 +231,8 @@ class Packager:
                 rec["slim"] = {"function_bytes": fn_bytes,
                                "dependencies_before": slimmed["bytes_before"],
                                "dependencies_after": slimmed["bytes_after"],
-                               "removed_by_rule": slimmed["removed_by_rule"]}
+                               "removed_by_rule": slimmed["removed_by_rule"],
+                               "by_distribution": slimmed["by_distribution"]}
                 rec["proof"] = result["proof"]
                 rec["handler"] = "handler.app.lambda_handler"
                 rec["runtime"] = t.runtime

@@ -46,6 +46,15 @@ def needed(path: Path) -> list[str]:
         return [t.needed for t in dyn.iter_tags() if t.entry.d_tag == "DT_NEEDED"] if dyn else []
 
 
+def soname(path: Path) -> str | None:
+    """DT_SONAME: the name other libraries' DT_NEEDED entries use for this one."""
+    with path.open("rb") as f:
+        dyn = ELFFile(f).get_section_by_name(".dynamic")
+        names = [t.soname for t in dyn.iter_tags() if t.entry.d_tag == "DT_SONAME"] if dyn \
+            else []
+    return names[0] if names else None
+
+
 def _glibc_versions(elf: ELFFile) -> dict[int, str]:
     """Version index -> GLIBC_x.y for every glibc version the file asks the loader for."""
     names: dict[int, str] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from optimizer.package.elfcheck import is_elf, needed
+from optimizer.package.elfcheck import is_elf, needed, soname
 from optimizer.package.slim_rules import RULES
 
 
@@ -28,9 +28,17 @@ def _protected(root: Path, doomed: set[Path]) -> set[str]:
     return names
 
 
+def _by_distribution(root: Path) -> dict[str, int]:
+    from optimizer.package.layers import groups
+
+    return {dist: sum(_tree_size(p) for p in entries)
+            for dist, entries in sorted(groups(root).items())}
+
+
 def slim(root: Path) -> dict:
     """Apply RULES under root; returns bytes before/after and what each rule removed."""
     before = _tree_size(root)
+    dists_before = _by_distribution(root)
     matches: dict[Path, str] = {}
     for pattern, reason in RULES:
         for p in sorted(root.glob(pattern)):
@@ -40,17 +48,22 @@ def slim(root: Path) -> dict:
     removed: dict[str, int] = {}
     kept_needed = []
     for p, rule in sorted(matches.items()):
-        if p.is_file() and p.name in keep:
-            kept_needed.append(p.relative_to(root).as_posix())
+        files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()]
+        needed_here = [q for q in files if is_elf(q) and (q.name in keep or soname(q) in keep)]
+        if needed_here:  # the whole match stays: a kept library loads something in it
+            kept_needed += [q.relative_to(root).as_posix() for q in needed_here]
             continue
         removed[rule] = removed.get(rule, 0) + _tree_size(p)
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+    dists_after = _by_distribution(root)
     return {
         "bytes_before": before,
         "bytes_after": _tree_size(root),
         "removed_by_rule": dict(sorted(removed.items(), key=lambda kv: -kv[1])),
+        "by_distribution": {d: {"before": b, "after": dists_after.get(d, 0)}
+                            for d, b in dists_before.items()},
         "kept_because_needed": kept_needed,
     }
