@@ -117,3 +117,26 @@ def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, bas
     for rec in json.loads(result.stdout)["packages"]:
         assert rec["template"] == "lambda"
         assert rec["proof"]["label"] == rec["proof"]["expected"]
+
+
+def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, monkeypatch):
+    from optimizer.lambda_local.container import invoke_image
+    from optimizer.package.baseimage import engine, save
+
+    base_tar = save(base_image, tmp_path / "base.tar")
+    pkg = IMAGE + f"  engine: false\n  base_tarball: {base_tar}\n"
+    recipe = package_recipe(tmp_path, tiny_keras, pkg, name="nodaemon")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    [rec] = json.loads(result.stdout)["packages"]
+    assert rec["kind"] == "image-tarball" and "none here to load" in rec["proof"]["skipped"]
+    monkeypatch.delenv("DOCKER_HOST")
+
+    with (tmp_path / "out/package/image.tar").open("rb") as f:  # now load and run it
+        engine().images.load(f)
+    from tests.test_handler import _b64, _png
+
+    run = invoke_image(rec["ref"], [{"image": _b64(_png(0))}], 1769, 1.0)
+    body = json.loads(run["responses"][0]["body"])
+    assert run["responses"][0]["statusCode"] == 200 and len(body["predictions"]) == 1

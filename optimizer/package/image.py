@@ -128,7 +128,13 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
         record = {"kind": "image-tarball", "file": "image.tar", "ref": ref, **common,
                   "sha256": sha256_file(dest), "tarball_bytes": dest.stat().st_size,
                   "uncompressed_bytes": part.unzipped, **written, "limits": limits}
-        if cfg.engine and client is not None:
+        if client is None:
+            try:
+                client = engine()
+            except PackageFailed as exc:
+                record["proof"] = {"skipped": f"written without a daemon; none here to load "
+                                              f"and run it ({exc})"}
+        if client is not None:
             with dest.open("rb") as f:
                 client.images.load(f)
             run = invoke_image(ref, events, t.memory_mb, cpus)
