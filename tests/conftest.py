@@ -59,9 +59,28 @@ def write_recipe(folder: Path, body: str, name: str = "recipe.yaml") -> Path:
     return path
 
 
-def tiny_recipe(folder: Path, model: Path, gates: str = "max_accuracy_drop: 5") -> Path:
+TINY_STEPS = """
+- step: export_onnx
+  name: fp32
+- step: optimize_graph
+  name: fp32-opt
+- step: quantize
+  name: int8
+  calibration_samples: 64
+- step: fp16
+  input: fp32-opt
+"""
+
+
+def _block(text: str, indent: int) -> str:
+    return "\n".join(" " * indent + line for line in text.strip().splitlines()).lstrip()
+
+
+def keras_recipe(folder: Path, model: Path, *, name: str = "tiny", steps: str = TINY_STEPS,
+                 gates: str = "max_accuracy_drop: 5", tail: str = "") -> Path:
+    """A recipe for a Keras file on digits; `tail` adds top-level sections (target, package)."""
     return write_recipe(folder, f"""
-        name: tiny
+        name: {name}
         source:
           kind: keras
           path: {model}
@@ -69,16 +88,13 @@ def tiny_recipe(folder: Path, model: Path, gates: str = "max_accuracy_drop: 5") 
         dataset:
           kind: sklearn-digits
         steps:
-          - step: export_onnx
-            name: fp32
-          - step: optimize_graph
-            name: fp32-opt
-          - step: quantize
-            name: int8
-            calibration_samples: 64
-          - step: fp16
-            input: fp32-opt
+          {_block(steps, 10)}
         validate:
-          {gates}
+          {_block(gates, 10)}
           latency: {{warmup: 2, runs: 10}}
-        """)
+        {_block(tail, 8)}
+        """, name=f"{name}.yaml")
+
+
+def tiny_recipe(folder: Path, model: Path, gates: str = "max_accuracy_drop: 5") -> Path:
+    return keras_recipe(folder, model, gates=gates)

@@ -16,32 +16,17 @@ from optimizer import targets
 from optimizer.cli import app
 from optimizer.errors import BadInput
 from optimizer.package import archive, elfcheck, lambda_zip, layers, sizes
-from tests.conftest import write_recipe
+from tests.conftest import keras_recipe
 
 runner = CliRunner()
 
 
-def package_recipe(folder: Path, model: Path, package: str, name: str = "pkg",
-                   steps: str = "- step: export_onnx\n  name: fp32") -> Path:
-    indented = "\n".join("            " + line for line in steps.splitlines()).lstrip()
-    pkg = "\n".join("            " + line for line in package.strip().splitlines()).lstrip()
-    return write_recipe(folder, f"""
-        name: {name}
-        source:
-          kind: keras
-          path: {model}
-          preprocess: {{scale: 0.00392156862745098}}
-        dataset:
-          kind: sklearn-digits
-        target: {{name: x86_64, runtime: python3.12, memory_mb: 1769}}
-        steps:
-            {indented}
-        validate:
-          max_accuracy_drop: 5
-          latency: {{warmup: 2, runs: 10}}
-        package:
-            {pkg}
-        """, name=f"{name}.yaml")
+def package_recipe(folder: Path, model: Path, package: str, name: str = "pkg") -> Path:
+    """One ONNX export of the tiny model, packaged as `package` says, for x86_64 Python 3.12."""
+    pkg = "\n".join("  " + line for line in package.strip().splitlines())
+    return keras_recipe(folder, model, name=name, steps="- {step: export_onnx, name: fp32}",
+                        tail="target: {name: x86_64, runtime: python3.12, memory_mb: 1769}\n"
+                        f"package:\n{pkg}")
 
 
 def build(recipe: Path, out: Path, cache: Path):

@@ -46,7 +46,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read(tar: tarfile.TarFile, name: str) -> bytes:
+def read_member(tar: tarfile.TarFile, name: str) -> bytes:
     try:
         f = tar.extractfile(name)
     except KeyError:
@@ -56,34 +56,51 @@ def _read(tar: tarfile.TarFile, name: str) -> bytes:
     return f.read()
 
 
-def read_base(path: Path) -> tuple[dict, list[Blob]]:
-    """Config and layer blobs of a `docker save` or OCI layout tarball holding one image."""
+def open_tarball(path: Path) -> tarfile.TarFile:
     try:
         tar = tarfile.open(path)
     except (tarfile.TarError, OSError) as exc:
         raise BadInput(f"{path}: not a readable image tarball ({exc})") from None
-    with tar:
-        names = set(tar.getnames())
-        for n in names:
-            safe_name(n, str(path))
-        if "manifest.json" in names:
-            entries = json.loads(_read(tar, "manifest.json"))
-            if len(entries) != 1:
-                raise BadInput(f"{path}: holds {len(entries)} images; the base must be one")
-            config_name, layer_names = entries[0]["Config"], entries[0]["Layers"]
-        elif "index.json" in names:
-            index = json.loads(_read(tar, "index.json"))
-            if len(index.get("manifests", [])) != 1:
-                raise BadInput(f"{path}: the OCI index lists {len(index.get('manifests', []))} "
-                               "manifests; the base must be one single-architecture image")
-            digest = index["manifests"][0]["digest"].split(":", 1)[1]
-            manifest = json.loads(_read(tar, f"blobs/sha256/{digest}"))
-            config_name = "blobs/sha256/" + manifest["config"]["digest"].split(":", 1)[1]
-            layer_names = ["blobs/sha256/" + d["digest"].split(":", 1)[1]
-                           for d in manifest["layers"]]
-        else:
-            raise BadInput(f"{path}: neither a docker-archive nor an OCI layout tarball")
-        config = json.loads(_read(tar, config_name))
+    for n in tar.getnames():
+        safe_name(n, str(path))
+    return tar
+
+
+def locate(tar: tarfile.TarFile, path: Path) -> tuple[str, list[str], list[str]]:
+    """(config member, layer members, problems) of a docker-archive or OCI layout tarball;
+    problems are what Lambda would refuse (several images, a multi-platform index)."""
+    names = set(tar.getnames())
+    problems = []
+    desc: dict = {}
+    if "index.json" in names:
+        manifests = json.loads(read_member(tar, "index.json")).get("manifests", [])
+        if len(manifests) != 1:
+            problems.append(f"OCI index lists {len(manifests)} manifests; Lambda needs exactly "
+                            "one single-architecture image (no attestations)")
+        desc = manifests[0] if manifests else {}
+        if "index" in desc.get("mediaType", ""):
+            problems.append("the image is a multi-platform index; Lambda rejects those")
+    if "manifest.json" in names:
+        entries = json.loads(read_member(tar, "manifest.json"))
+        if len(entries) != 1:
+            problems.append(f"tarball holds {len(entries)} images; expected one")
+        return entries[0]["Config"], list(entries[0]["Layers"]), problems
+    if desc:
+        manifest = json.loads(read_member(tar, "blobs/sha256/" + desc["digest"].split(":", 1)[1]))
+        return ("blobs/sha256/" + manifest["config"]["digest"].split(":", 1)[1],
+                ["blobs/sha256/" + d["digest"].split(":", 1)[1] for d in manifest["layers"]],
+                problems)
+    raise BadInput(f"{path}: neither a docker-archive (manifest.json) nor an OCI layout "
+                   "(index.json) tarball")
+
+
+def read_base(path: Path) -> tuple[dict, list[Blob]]:
+    """Config and layer blobs of a `docker save` or OCI layout tarball holding one image."""
+    with open_tarball(path) as tar:
+        config_name, layer_names, problems = locate(tar, path)
+        if problems:
+            raise BadInput(f"{path}: cannot be a base: {'; '.join(problems)}")
+        config = json.loads(read_member(tar, config_name))
         blobs = []
         for name in layer_names:
             f = tar.extractfile(name)

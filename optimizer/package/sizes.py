@@ -14,7 +14,7 @@ from pathlib import Path
 
 from optimizer import targets
 from optimizer.errors import BadInput
-from optimizer.package.archive import files_under, safe_name, zip_members
+from optimizer.package.archive import files_under, zip_members
 
 TOP = 20
 MIB = 1024 * 1024  # AWS's "50 MB" and "250 MB" limits are binary megabytes
@@ -75,14 +75,6 @@ def inspect_folder(path: Path) -> Part:
                 _largest(files))
 
 
-def _tar_member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
-    member = tar.getmember(name)
-    f = tar.extractfile(member)
-    if f is None:
-        raise BadInput(f"{tar.name}: {name} is not a file")
-    return f.read()
-
-
 def _uncompressed_size(tar: tarfile.TarFile, name: str) -> int:
     f = tar.extractfile(tar.getmember(name))
     assert f is not None
@@ -99,39 +91,11 @@ def _uncompressed_size(tar: tarfile.TarFile, name: str) -> int:
 
 def inspect_image_tarball(path: Path) -> Part:
     """A `docker save` tarball or an OCI layout tarball."""
-    try:
-        tar = tarfile.open(path)
-    except (tarfile.TarError, OSError) as exc:
-        raise BadInput(f"{path}: not a readable tar ({exc})") from None
-    with tar:
-        names = set(tar.getnames())
-        for n in names:
-            safe_name(n, str(path))
-        notes = []
-        if "index.json" in names:
-            index = json.loads(_tar_member_bytes(tar, "index.json"))
-            manifests = index.get("manifests", [])
-            if len(manifests) != 1:
-                notes.append(f"OCI index lists {len(manifests)} manifests; Lambda needs exactly "
-                             "one single-architecture image (no attestations)")
-            desc = manifests[0] if manifests else {}
-            if "index" in desc.get("mediaType", ""):
-                notes.append("the image is a multi-platform index; Lambda rejects those")
-        if "manifest.json" in names:
-            docker = json.loads(_tar_member_bytes(tar, "manifest.json"))
-            if len(docker) != 1:
-                notes.append(f"tarball holds {len(docker)} images; expected one")
-            config_name, layer_names = docker[0]["Config"], docker[0]["Layers"]
-        elif "index.json" in names:
-            digest = desc["digest"].split(":", 1)[1]
-            manifest = json.loads(_tar_member_bytes(tar, f"blobs/sha256/{digest}"))
-            config_name = "blobs/sha256/" + manifest["config"]["digest"].split(":", 1)[1]
-            layer_names = ["blobs/sha256/" + d["digest"].split(":", 1)[1]
-                           for d in manifest["layers"]]
-        else:
-            raise BadInput(f"{path}: neither a docker-archive (manifest.json) nor an OCI "
-                           "layout (index.json)")
-        config = _tar_member_bytes(tar, config_name)
+    from optimizer.package.oci import locate, open_tarball, read_member
+
+    with open_tarball(path) as tar:
+        config_name, layer_names, notes = locate(tar, path)
+        config = read_member(tar, config_name)
         arch = json.loads(config).get("architecture")
         layers = [(n, _uncompressed_size(tar, n)) for n in layer_names]
     return Part("image-tarball", str(path), sum(s for _, s in layers), path.stat().st_size,
