@@ -99,7 +99,7 @@ def test_a_base_image_the_engine_lacks_is_a_clear_error(tmp_path, tiny_keras):
     recipe = package_recipe(tmp_path, tiny_keras, pkg, name="nobase")
     result = build(recipe, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 2
-    assert "local/no-such-base:1 is not in the local Docker Engine" in result.output
+    assert "base image local/no-such-base:1 is not in the local Docker Engine" in result.output
     assert not (tmp_path / "out").exists()
 
 

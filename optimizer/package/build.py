@@ -209,9 +209,12 @@ class Packager:
             records, limits = lambda_zip.describe(zips)
             over = [lim for lim in limits if not lim.ok]
             if over:
+                hint = (" (spread the dependencies over more layers with package.zip.layers)"
+                        if plan.layers < targets.LIMITS.max_layers
+                        and any(lim.what.endswith(" zipped") for lim in over) else "")
                 raise PackageTooLarge("; ".join(
                     f"{lim.what}: {mib(lim.size)} ({lim.size:,} B) over the "
-                    f"{mib(lim.limit)} limit" for lim in over))
+                    f"{mib(lim.limit)} limit" for lim in over) + hint)
             if smoke_ok := lambda_zip.smoke.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(sample))
                 proof = {**check_proof(result["responses"], sample, "zip"),

@@ -41,9 +41,15 @@ def _context(dest: Path, deps: Path, function_dir: Path, dockerfile: Path) -> Pa
 
 def _check_base(client, base: str, python: str, glibc: str, arch: str) -> None:
     if not has_image(client, base):
-        raise PackageFailed(
-            f"base image {base} is not in the local Docker Engine and cannot be pulled here; "
-            "build a local one with `optimizer base-image` and set package.image.base")
+        from docker.errors import DockerException
+
+        try:
+            client.images.pull(base)
+        except DockerException as exc:
+            raise PackageFailed(
+                f"base image {base} is not in the local Docker Engine and pulling it failed "
+                f"({str(exc).strip()[:200]}); build a local one with `optimizer base-image` "
+                "and set package.image.base") from None
     out = client.containers.run(base, ["-c", PROBE], entrypoint="python3", remove=True)
     have_py, have_glibc, machine = out.decode().split()
     if have_py != python or machine != arch or (
