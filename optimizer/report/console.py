@@ -32,7 +32,7 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
         pkg = r["packages"][0]
         pt = Table(title=f"packages of {pkg['model']} ({pkg['model_runtime']})")
         for col in packages.COLUMNS:
-            pt.add_column(col, justify="right" if "MB" in col else "left")
+            pt.add_column(col, justify="right" if "MiB" in col else "left")
         for row in packages.rows(r, compact=True):
             pt.add_row(*row)
         console.print(pt)
