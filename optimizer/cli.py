@@ -205,6 +205,133 @@ def base_image(
     _guard(as_json, run)
 
 
+PackageArg = Annotated[str, typer.Argument(
+    help="a build's output folder, a folder with function.zip and layers, a zip, an image "
+    "tarball, or an image (docker://REF)", show_default=False)]
+EventOpt = Annotated[Path | None, typer.Option(
+    help="event JSON [default: the build's package/sample-event.json]")]
+TimeoutOpt = Annotated[float, typer.Option(help="function timeout in seconds")]
+
+
+def _event(dep, event: Path | None) -> Any:
+    from optimizer.errors import BadInput
+
+    path = event or dep.sample_event
+    if path is None:
+        raise BadInput(f"{dep.ref}: no --event given and no sample-event.json beside it")
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: not a readable JSON event ({exc})") from None
+
+
+@app.command()
+def invoke(
+    package: PackageArg,
+    event: EventOpt = None,
+    memory: Annotated[int, typer.Option(help="memory size in MB (sets the CPU share)")] = 1769,
+    timeout: TimeoutOpt = 30.0,
+    runtime: Annotated[str | None, typer.Option(help="zip runtime [default: the package's]")]
+    = None,
+    handler: Annotated[str | None, typer.Option(help="handler [default: the package's]")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a package once as Lambda would; print the response and the REPORT line."""
+
+    def run() -> int:
+        import tempfile
+
+        from optimizer import targets
+        from optimizer.lambda_local.deployable import open_deployable
+        from optimizer.lambda_local.session import Session
+
+        targets.vcpus(memory)  # range check
+        with tempfile.TemporaryDirectory(prefix="optimizer-invoke-") as work:
+            dep = open_deployable(package, Path(work), runtime, handler)
+            payload = _event(dep, event)
+            session = Session(dep.make(memory, targets.vcpus(memory), timeout), memory,
+                              timeout)
+            try:
+                report = session.invoke(payload)
+                cap = session.instance.cap_method
+            finally:
+                session.close()
+        doc = {"ok": report.status == "ok", **report.as_dict(), "report": report.line(),
+               "cap_method": cap}
+
+        def text() -> None:
+            out = report.response if report.status == "ok" else {"error": report.error}
+            typer.echo(json.dumps(out, indent=2))
+            typer.echo(report.line())
+            typer.echo(f"caps: {cap}")
+
+        _emit(as_json, doc, text)
+        return EXIT_OK if report.status == "ok" else EXIT_GATE
+
+    _guard(as_json, run)
+
+
+@app.command()
+def tune(
+    package: PackageArg,
+    memory: Annotated[str, typer.Option(help="memory sizes in MB, comma-separated")]
+    = "512,1024,1536,1769,3008",
+    invocations: Annotated[int, typer.Option(min=1, help="warm invocations per size")] = 20,
+    strategy: Annotated[str, typer.Option(help="cost | speed | balanced")] = "balanced",
+    event: EventOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    concurrency: Annotated[int, typer.Option(
+        min=0, help="also run N instances at the recommended size")] = 0,
+    instance_price: Annotated[float | None, typer.Option(
+        help="hourly USD of an always-on alternative, for the break-even volume")] = None,
+    instance_vcpus: Annotated[int, typer.Option(min=1, help="its vCPU count")] = 1,
+    out: Annotated[Path, typer.Option(help="folder for tune.json and tune.html")]
+    = Path("artifacts/tune"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Try memory sizes with a cold start and warm invocations each; recommend one."""
+
+    def run() -> int:
+        import tempfile
+
+        from optimizer import targets
+        from optimizer.errors import BadInput
+        from optimizer.lambda_local import tune as tuning
+        from optimizer.lambda_local.deployable import open_deployable
+        from optimizer.progress import Progress
+        from optimizer.report.tune_plot import render
+
+        if strategy not in tuning.STRATEGIES:
+            raise BadInput(f"--strategy must be one of {', '.join(tuning.STRATEGIES)}")
+        try:
+            sizes = [int(m) for m in memory.split(",") if m.strip()]
+            for m in sizes:
+                targets.vcpus(m)
+        except ValueError as exc:
+            raise BadInput(f"--memory: {exc}") from None
+        progress = Progress()
+        with tempfile.TemporaryDirectory(prefix="optimizer-tune-") as work:
+            dep = open_deployable(package, Path(work))
+            doc = tuning.run(dep, _event(dep, event), sizes, invocations, strategy, timeout,
+                             concurrency, (instance_price, instance_vcpus)
+                             if instance_price else None, progress.log)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tune.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (out / "tune.html").write_text(render(doc))
+        doc["files"] = [str(out / "tune.json"), str(out / "tune.html")]
+
+        def text() -> None:
+            from optimizer.report.console import print_tune
+
+            print_tune(doc, progress.console)
+
+        _emit(as_json, doc, text)
+        return EXIT_OK if doc["recommended_memory_mb"] else EXIT_GATE
+
+    _guard(as_json, run)
+
+
 def main() -> None:
     """Console-script entry point; usage errors from typer already exit with 2."""
     app()

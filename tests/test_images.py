@@ -71,6 +71,14 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
         assert again[key] == tarball[key], key
     assert sha(tmp_path / "out1/package/image.tar") == sha(tmp_path / "out2/package/image.tar")
 
+    inv = runner.invoke(app, ["invoke", f"docker://{image['ref']}", "--event",
+                              str(tmp_path / "out1/package/sample-event.json"), "--json"])
+    assert inv.exit_code == 0, inv.output
+    run = json.loads(inv.stdout)
+    label = json.loads(run["response"]["body"])["predictions"][0]["top"][0]["label"]
+    assert label == image["proof"]["expected"] and run["init_ms"] > 0
+    assert "Max Memory Used" in run["report"] and "--memory 1769m" in run["cap_method"]
+
     for target in (str(tmp_path / "out1/package/image.tar"), f"docker://{image['ref']}"):
         checked = runner.invoke(app, ["check-size", target, "--json", "--target", "x86_64"])
         assert checked.exit_code == 0, checked.output

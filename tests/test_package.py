@@ -265,3 +265,46 @@ def test_other_runtimes_and_architectures(tmp_path, tiny_keras, target, runtime)
     checked = runner.invoke(app, ["check-size", str(tmp_path / "out/package/function.zip"),
                                   "--target", target, "--runtime", runtime, "--json"])
     assert checked.exit_code == 0, checked.output
+
+
+def test_invoke_runs_the_built_zip_and_prints_a_report_line(zip_build):
+    root, _, doc = zip_build
+    result = runner.invoke(app, ["invoke", str(root / "out"), "--memory", "1024", "--json"])
+    assert result.exit_code == 0, result.output
+    inv = json.loads(result.stdout)
+    body = json.loads(inv["response"]["body"])
+    expected = next(p for p in doc["packages"] if p["kind"] == "zip")["proof"]["expected"]
+    assert body["predictions"][0]["top"][0]["label"] == expected
+    for part in ("Duration:", "Billed Duration:", "Memory Size: 1024 MB", "Max Memory Used:",
+                 "Init Duration:"):
+        assert part in inv["report"]
+    text = runner.invoke(app, ["invoke", str(root / "out")])
+    assert text.exit_code == 0 and "REPORT RequestId" in text.output
+
+
+def test_tune_over_five_sizes_writes_json_and_plot(zip_build, tmp_path):
+    root, _, _ = zip_build
+    result = runner.invoke(app, [
+        "tune", str(root / "out"), "--memory", "256,512,1024,1769,3008", "--invocations", "3",
+        "--concurrency", "2", "--instance-price", "0.0416", "--instance-vcpus", "1",
+        "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [r["memory_mb"] for r in doc["rows"]] == [256, 512, 1024, 1769, 3008]
+    for row in doc["rows"]:
+        assert row["cap_method"] and row["invocations"] == 4 and not row["errors"]
+        assert row["init_ms"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
+        assert row["cost_per_million_usd"] > targets.PRICE_PER_REQUEST * 1e6
+    assert doc["recommended_memory_mb"] in {256, 512, 1024, 1769, 3008}
+    assert doc["concurrency"]["errors"] == 0 and doc["concurrency"]["requests"] == 6
+    assert doc["always_on"]["crossover_requests_per_month"] > 0
+    saved = json.loads((tmp_path / "tune.json").read_text())
+    assert saved["rows"] == doc["rows"]
+    assert "<svg" in (tmp_path / "tune.html").read_text()
+
+
+def test_invoke_rejects_a_missing_event_file(zip_build, tmp_path):
+    root, _, _ = zip_build
+    result = runner.invoke(app, ["invoke", str(root / "out"), "--event",
+                                 str(tmp_path / "nope.json")])
+    assert result.exit_code == 2 and "nope.json" in result.output

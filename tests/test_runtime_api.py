@@ -54,8 +54,9 @@ def test_init_error_is_reported_not_hung(tmp_path):
     api = RuntimeAPI()
     proc = _client(tmp_path, api, BREAK_INIT="1")
     try:
-        with pytest.raises(RuntimeError, match=r"init failed.*init broke on purpose"):
-            api.invoke({"x": 1}, 30, alive=lambda: proc.poll() is None)
+        out = api.invoke({"x": 1}, 30, alive=lambda: proc.poll() is None)
+        assert out.status == "init_error"
+        assert "init broke on purpose" in out.payload["errorMessage"]
     finally:
         proc.kill()
         api.close()

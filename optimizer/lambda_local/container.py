@@ -36,13 +36,11 @@ def invoke_image(ref: str, events: list, memory_mb: int, cpus: float,
 
         responses, seconds = [], []
         for event in events:
-            try:
-                outcome = api.invoke(event, timeout_s, alive)
-            except RuntimeError as exc:
-                logs = container.logs(tail=15).decode(errors="replace")
-                raise PackageFailed(f"image {ref}: {exc}\n{logs}") from None
+            outcome = api.invoke(event, timeout_s, alive)
             if not outcome.ok:
-                raise PackageFailed(f"image {ref}: the handler raised: {outcome.payload}")
+                logs = container.logs(tail=15).decode(errors="replace")
+                raise PackageFailed(f"image {ref}: invocation ended with {outcome.status}: "
+                                    f"{outcome.payload}\n{logs}")
             responses.append(outcome.payload)
             seconds.append(outcome.seconds)
         return {"responses": responses, "first_response_s": round(time.perf_counter() - t0, 3),

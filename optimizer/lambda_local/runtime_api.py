@@ -2,7 +2,8 @@
 
 Implements the 2018-06-01 paths (next invocation, response, error, init error) with the
 headers awslambdaric reads, so a real runtime client (in a container or a process) runs
-the packaged handler exactly as on Lambda.
+the packaged handler exactly as on Lambda. One emulator may serve several instances; each
+takes one event at a time, as on Lambda.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:optimizer-local"
 
 @dataclass
 class Outcome:
-    ok: bool
+    """status: ok | error (the handler raised) | timeout | init_error | exited."""
+
+    status: str
     payload: Any
     seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 @dataclass
@@ -34,21 +41,28 @@ class _Pending:
     deadline_ms: int
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
-    started: float = field(default_factory=time.perf_counter)
+    started: float = 0.0  # when a runtime took it
 
 
 class RuntimeAPI:
-    """Start, `invoke` events one at a time, `close`. `init_error` is set if init failed."""
+    """Start, `invoke` events, `close`. Init errors and polls are visible to the caller."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._events: queue.Queue[str] = queue.Queue()
         self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
         self.init_error: Any = None
         self.init_failed = threading.Event()
-        self.polled = threading.Event()
+        self.waiting = 0  # runtimes blocked in /next: each is initialised and idle
+        self.first_poll: float | None = None
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # headers and body go out as separate writes; with Nagle on, the client's
+            # delayed ACK would add ~40 ms to every invocation
+            disable_nagle_algorithm = True
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -67,17 +81,30 @@ class RuntimeAPI:
             def do_GET(self) -> None:
                 if self.path != f"{PREFIX}/invocation/next":
                     return self._reply(404)
-                api.polled.set()
-                request_id = api._events.get()
-                if request_id == "":  # closing
+                with api._lock:
+                    api.waiting += 1
+                    api.first_poll = api.first_poll or time.perf_counter()
+                while True:  # skip events whose caller gave up before any runtime took them
+                    request_id = api._events.get()
+                    p = api._pending.get(request_id)
+                    if request_id == "" or (p is not None and not p.started):
+                        break
+                with api._lock:
+                    api.waiting -= 1
+                if p is None:  # closing
                     return self._reply(410)
-                p = api._pending[request_id]
-                self._reply(200, p.event, {
-                    "Lambda-Runtime-Aws-Request-Id": request_id,
-                    "Lambda-Runtime-Deadline-Ms": str(p.deadline_ms),
-                    "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
-                    "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-{request_id[9:33]}",
-                })
+                p.started = time.perf_counter()
+                try:
+                    self._reply(200, p.event, {
+                        "Lambda-Runtime-Aws-Request-Id": request_id,
+                        "Lambda-Runtime-Deadline-Ms": str(p.deadline_ms),
+                        "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
+                        "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-"
+                                                   f"{request_id[9:33]}",
+                    })
+                except OSError:  # a runtime killed while it waited: give the event back
+                    p.started = 0.0
+                    api._events.put(request_id)
 
             def do_POST(self) -> None:
                 body = self._body()
@@ -89,15 +116,19 @@ class RuntimeAPI:
                 if len(parts) == 3 and parts[0] == "invocation" and parts[2] in (
                         "response", "error"):
                     p = api._pending.get(parts[1])
-                    if p is None:
-                        return self._reply(400)
-                    p.outcome = Outcome(parts[2] == "response", _json(body),
-                                        time.perf_counter() - p.started)
+                    if p is None or p.done.is_set():
+                        return self._reply(400, b'{"errorType":"InvalidRequestID"}')
+                    status = "ok" if parts[2] == "response" else "error"
+                    p.outcome = Outcome(status, _json(body), time.perf_counter() - p.started)
                     p.done.set()
                     return self._reply(202)
                 return self._reply(404)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a runtime killed mid-request (timeouts, OOM) is expected here
+
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -107,27 +138,37 @@ class RuntimeAPI:
         host, port = self.server.server_address[:2]
         return f"{host}:{port}"
 
+    def reset_init(self) -> None:
+        """Before starting a new instance: forget the previous one's init state."""
+        self.init_error, self.first_poll = None, None
+        self.init_failed.clear()
+
     def invoke(self, event: Any, timeout_s: float = 60.0,
                alive: Callable[[], bool] = lambda: True) -> Outcome:
-        """Queue one event and wait for its answer, the runtime's init error, or its exit."""
+        """Queue one event; wait for its answer, the runtime's init error, its exit, or the
+        function timeout (counted from when a runtime took the event, as Lambda does)."""
         request_id = str(uuid.uuid4())
-        deadline = int((time.time() + timeout_s) * 1000)
-        p = _Pending(json.dumps(event).encode(), deadline)
+        p = _Pending(json.dumps(event).encode(), int((time.time() + timeout_s) * 1000))
         self._pending[request_id] = p
         self._events.put(request_id)
-        end = time.monotonic() + timeout_s
-        while not p.done.wait(0.05):
-            if self.init_failed.is_set() or not alive() or time.monotonic() > end:
-                break
-        del self._pending[request_id]
-        if p.outcome is None:
-            why = (f"init failed: {self.init_error}" if self.init_failed.is_set() else
-                   "the runtime exited" if not alive() else f"no answer in {timeout_s:.0f} s")
-            raise RuntimeError(f"invocation failed: {why}")
-        return p.outcome
+        queued = time.perf_counter()
+        try:
+            while not p.done.wait(0.02):
+                if self.init_failed.is_set():
+                    return Outcome("init_error", self.init_error, 0.0)
+                if not alive():
+                    return Outcome("exited", None, time.perf_counter() - (p.started or queued))
+                if p.started and time.perf_counter() - p.started > timeout_s:
+                    return Outcome("timeout", {"errorMessage": f"Task timed out after "
+                                               f"{timeout_s:.2f} seconds"}, timeout_s)
+            assert p.outcome is not None
+            return p.outcome
+        finally:
+            self._pending.pop(request_id, None)
 
     def close(self) -> None:
-        self._events.put("")
+        for _ in range(64):
+            self._events.put("")
         self.server.shutdown()
         self.server.server_close()
 

@@ -41,6 +41,7 @@ ZIP_CODE = (*(str(_HERE / f) for f in ("build.py", "lambda_zip.py", "archive.py"
             *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")))
 
 
+SAMPLE_EVENT = "sample-event.json"  # a test image the build got right, as a request
 # the handler rounds scores to 6 places; threads and CPU may move the last digits
 SCORE_TOLERANCE = 1e-3
 
@@ -169,7 +170,9 @@ class Packager:
         sample = pick_sample(art, dataset)
         function_dir = work / "function"
         assemble(function_dir, art.model, self.recipe.name, t.memory_mb, cfg.top_k,
-                 cfg.max_images, output_kind(art.model, dataset))
+                 cfg.max_images, output_kind(art.model, dataset), t.runtime, arch)
+        (work / SAMPLE_EVENT).write_text(json.dumps(lambda_zip.sample_event(sample.png)))
+        out.files.append(work / SAMPLE_EVENT)
         fn_bytes = sum(p.stat().st_size for p in function_dir.rglob("*") if p.is_file())
         image_cfg = cfg.image
         if cfg.zip is not None:

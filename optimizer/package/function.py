@@ -20,7 +20,8 @@ def runtime_of(model: ModelRef) -> str:
 
 
 def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
-             max_images: int, output: str) -> dict:
+             max_images: int, output: str, runtime: str = targets.DEFAULT_RUNTIME,
+             arch: str = "x86_64") -> dict:
     """Writes dest/handler and dest/model; returns the manifest."""
     if model.kind not in MODEL_FILES:
         raise ValueError(f"a {model.kind} model cannot be packaged; export it first")
@@ -41,6 +42,9 @@ def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
         "max_images": max_images,
         "max_request_bytes": targets.LIMITS.payload_bytes,
         "memory_mb": memory_mb,
+        "lambda_runtime": runtime,
+        "architecture": arch,
+        "handler": HANDLER_NAME,
         "vcpu_steps": [list(s) for s in targets.VCPU_STEPS],
         "mb_per_vcpu": targets.MB_PER_VCPU,
     }

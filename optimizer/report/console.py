@@ -114,3 +114,34 @@ def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
     for problem in doc["problems"]:
         console.print(f"[red]problem[/]: {problem}")
     console.print("[green]fits[/]" if doc["ok"] else "[red]does not fit[/]")
+
+
+def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    t = Table(title=f"{doc['package']} ({doc['kind']}): {doc['invocations']} warm "
+              f"invocations per size, {doc['host'].get('model', '')}")
+    for col in ("memory MB", "vCPU", "init ms", "p50 ms", "p95 ms", "max mem MB",
+                "USD / 1M", "errors"):
+        t.add_column(col, justify="right")
+    for r in doc["rows"]:
+        mark = " *" if r["memory_mb"] == doc["recommended_memory_mb"] else ""
+        t.add_row(f"{r['memory_mb']}{mark}", f"{r['vcpus']:.3f}",
+                  "-" if r["init_ms"] is None else f"{r['init_ms']:.0f}",
+                  f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", str(r["max_memory_mb"]),
+                  "-" if r["cost_per_million_usd"] is None else f"{r['cost_per_million_usd']:.4f}",
+                  str(len(r["errors"])))
+    console.print(t)
+    console.print(f"caps: {doc['rows'][0]['cap_method'] if doc['rows'] else '-'}")
+    if c := doc.get("concurrency"):
+        console.print(f"concurrency {c['instances']} at {c['memory_mb']} MB: "
+                      f"{c['throughput_rps']} req/s, {c['errors']} errors, {c['cold_starts']} "
+                      f"cold starts, p50 {c['p50_ms']} ms")
+    if a := doc.get("always_on"):
+        console.print(f"always-on ${a['instance_hourly_usd']}/h ({a['instance_vcpus']} vCPU): "
+                      f"cheaper above {a['crossover_requests_per_month']:,} requests/month "
+                      f"(it can serve {a['instance_capacity_requests_per_month']:,})")
+    rec = doc["recommended_memory_mb"]
+    console.print(f"recommended ({doc['strategy']}): {rec} MB" if rec else
+                  "no memory size ran without errors")
+    for f in doc.get("files", []):
+        console.print(f"wrote {f}")

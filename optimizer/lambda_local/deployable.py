@@ -1,0 +1,116 @@
+"""What `invoke` and `tune` run: a build's package folder, a zip, or an image.
+
+Zips are unpacked as Lambda does (function into the task root, layers in order into /opt)
+and run by a Python of the runtime's version with the runtime client resolved for it;
+images run with their own entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from optimizer import targets
+from optimizer.cache import Cache, default_root, make_key
+from optimizer.errors import BadInput
+from optimizer.lambda_local.instances import ContainerInstance, ProcessInstance
+from optimizer.package import smoke, wheels
+from optimizer.package.archive import extract_zip
+
+DEFAULT_HANDLER = "lambda_function.lambda_handler"
+
+
+@dataclass
+class Deployable:
+    kind: str  # zip | image
+    ref: str
+    arch: str
+    runtime: str | None
+    sample_event: Path | None
+    make: Callable[[int, float, float], object]  # (memory MB, cpus, timeout s) -> Instance
+
+
+def _zips(path: Path) -> tuple[list[Path], Path | None]:
+    folder = path / "package" if (path / "package" / "function.zip").is_file() else path
+    if path.is_dir():
+        fn = folder / "function.zip"
+        if not fn.is_file():
+            raise BadInput(f"{path}: no function.zip (nor package/function.zip) here")
+        sample = folder / "sample-event.json"
+        return [fn, *sorted(folder.glob("layer-*.zip"))], sample if sample.is_file() else None
+    return [path], None
+
+
+def _runtime_client(python: str, arch: str, glibc: str) -> Path:
+    reqs = wheels.pinned(("awslambdaric",), arch)
+    cache = Cache(default_root())
+    key = make_key({"runtime-client": reqs, "python": python, "arch": arch, "glibc": glibc})
+    if hit := cache.get_dir(key):
+        return hit / "runtime"
+    with cache.put_dir(key, {"label": f"runtime client for Python {python}"}) as tmp:
+        wheels.resolve(reqs, python, arch, glibc, tmp / "runtime")
+    hit = cache.get_dir(key)
+    assert hit is not None
+    return hit / "runtime"
+
+
+def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -> Deployable:
+    zips, sample = _zips(path)
+    task, opt = work / "task", work / "opt"
+    extract_zip(zips[0], task)
+    opt.mkdir(parents=True)
+    for layer in zips[1:]:
+        extract_zip(layer, opt)
+    manifest_file = task / "model" / "package.json"
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    runtime = runtime or manifest.get("lambda_runtime") or targets.DEFAULT_RUNTIME
+    if runtime not in targets.RUNTIMES:
+        raise BadInput(f"unknown runtime '{runtime}'; choose one of {sorted(targets.RUNTIMES)}")
+    arch = manifest.get("architecture", "x86_64")
+    if not smoke.can_run(arch):
+        raise BadInput(f"{path}: a package for {arch} cannot run on this machine")
+    rt = targets.RUNTIMES[runtime]
+    python = smoke.find_python(rt.python)
+    if python is None:
+        raise BadInput(f"no Python {rt.python} on this machine to run a {runtime} package")
+    client = _runtime_client(rt.python, arch, rt.glibc)
+    handler = handler or manifest.get("handler") or DEFAULT_HANDLER
+
+    def make(memory_mb: int, cpus: float, timeout_s: float) -> ProcessInstance:
+        return ProcessInstance(python, task, opt, client, handler, memory_mb, cpus, timeout_s)
+
+    return Deployable("zip", str(path), arch, runtime, sample, make)
+
+
+def open_image(ref: str) -> Deployable:
+    path = Path(ref)
+    if path.is_file() and tarfile.is_tarfile(path):
+        from optimizer.package.baseimage import engine
+        from optimizer.package.oci import locate, open_tarball
+
+        with open_tarball(path) as tar:
+            locate(tar, path)  # refuses a tarball that is not one image
+        with path.open("rb") as f:
+            images = engine().images.load(f)
+        ref = images[0].tags[0] if images[0].tags else images[0].id
+    ref = ref.removeprefix("docker://")
+    sample = path.parent / "sample-event.json" if path.is_file() else None
+
+    def make(memory_mb: int, cpus: float, timeout_s: float) -> ContainerInstance:
+        return ContainerInstance(ref, memory_mb, cpus, timeout_s)
+
+    return Deployable("image", ref, "x86_64", None,
+                      sample if sample and sample.is_file() else None, make)
+
+
+def open_deployable(target: str, work: Path, runtime: str | None = None,
+                    handler: str | None = None) -> Deployable:
+    path = Path(target)
+    if target.startswith("docker://") or (path.is_file() and path.suffix == ".tar"):
+        return open_image(target)
+    if path.exists():
+        return open_zip(path, work, runtime, handler)
+    return open_image(target)

@@ -1,0 +1,151 @@
+"""Function instances: a zip's handler in a capped process, or an image in a container.
+
+Both run the real runtime interface client against the local Runtime API, so init, the
+request loop and error reporting are Lambda's own code, not a re-implementation.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from optimizer.lambda_local.caps import ProcessCaps
+
+
+def lambda_env(api: str, memory_mb: int, timeout_s: float) -> dict[str, str]:
+    return {
+        "AWS_LAMBDA_RUNTIME_API": api,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(timeout_s)),
+        "AWS_LAMBDA_FUNCTION_NAME": "optimizer-local",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+    }
+
+
+class ProcessInstance:
+    """`python -S -m awslambdaric HANDLER` with /var/task, /opt/python and the runtime
+    client on the path and nothing from this machine's site-packages."""
+
+    def __init__(self, python: Path, task: Path, opt: Path, runtime_dir: Path, handler: str,
+                 memory_mb: int, cpus: float, timeout_s: float) -> None:
+        self.python, self.task, self.opt, self.runtime_dir = python, task, opt, runtime_dir
+        self.handler, self.memory_mb, self.cpus = handler, memory_mb, cpus
+        self.timeout_s = timeout_s
+        self.caps = ProcessCaps(memory_mb, cpus)
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+        self.started = 0.0
+
+    @property
+    def cap_method(self) -> str:
+        return self.caps.method
+
+    def start(self, api: str) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.pathsep.join(str(p) for p in (
+                self.task, self.opt / "python", self.runtime_dir)),
+            "LAMBDA_TASK_ROOT": str(self.task), "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
+            "HOME": str(self.task.parent),
+            **lambda_env(api, self.memory_mb, self.timeout_s),
+        }
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(self.python), "-S", "-B", "-m", "awslambdaric", self.handler],
+            cwd=self.task, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=self.caps.enter)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_mb(self) -> float | None:
+        """The larger of the cgroup's peak and the process's peak RSS (VmHWM): pages of
+        libraries already in the page cache are not charged to a new cgroup."""
+        peaks = [self.caps.peak_bytes() or 0]
+        if self.alive():
+            try:
+                for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) * 1024)
+            except OSError:
+                pass
+        return round(max(peaks) / 1024 / 1024, 1) if max(peaks) else None
+
+    def oom_killed(self) -> bool:
+        return self.caps.oom_killed()
+
+    def logs(self, lines: int = 15) -> str:
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.caps.close()
+        self.caps = ProcessCaps(self.memory_mb, self.cpus)  # a fresh group for a restart
+
+
+class ContainerInstance:
+    """`docker run` of an image with --memory and --cpus from the memory size."""
+
+    def __init__(self, ref: str, memory_mb: int, cpus: float, timeout_s: float) -> None:
+        from optimizer.package.baseimage import engine
+
+        self.client = engine()
+        self.ref, self.memory_mb, self.cpus, self.timeout_s = ref, memory_mb, cpus, timeout_s
+        self.container = None
+        self.started = 0.0
+        self.cap_method = (f"docker --memory {memory_mb}m --memory-swap {memory_mb}m "
+                           f"--cpus {cpus:.3f}")
+
+    def start(self, api: str) -> None:
+        self.started = time.perf_counter()
+        self.container = self.client.containers.run(
+            self.ref, detach=True, network_mode="host", mem_limit=f"{self.memory_mb}m",
+            memswap_limit=f"{self.memory_mb}m", nano_cpus=int(self.cpus * 1e9),
+            environment=lambda_env(api, self.memory_mb, self.timeout_s))
+
+    def alive(self) -> bool:
+        if self.container is None:
+            return False
+        self.container.reload()
+        return self.container.status in ("created", "running")
+
+    def _cgroup(self) -> Path | None:
+        if self.container is None:
+            return None
+        for path in (Path("/sys/fs/cgroup/memory/docker") / self.container.id,
+                     Path("/sys/fs/cgroup/system.slice") / f"docker-{self.container.id}.scope"):
+            if path.is_dir():
+                return path
+        return None
+
+    def peak_mb(self) -> float | None:
+        group = self._cgroup()
+        for name in ("memory.max_usage_in_bytes", "memory.peak"):
+            if group is not None and (group / name).is_file():
+                return round(int((group / name).read_text()) / 1024 / 1024, 1)
+        return None
+
+    def oom_killed(self) -> bool:
+        if self.container is None:
+            return False
+        self.container.reload()
+        return bool(self.container.attrs.get("State", {}).get("OOMKilled"))
+
+    def logs(self, lines: int = 15) -> str:
+        return "" if self.container is None else \
+            self.container.logs(tail=lines).decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.container is not None:
+            self.container.remove(force=True)
+            self.container = None

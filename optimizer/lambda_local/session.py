@@ -1,0 +1,129 @@
+"""Invocations as Lambda runs them: cold start on first use, the 10 s init limit, the
+function timeout, and a REPORT line (Init Duration, Duration, Billed Duration, Max Memory
+Used) for each. After a timeout or a crash the instance is replaced, as Lambda does."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from optimizer import targets
+from optimizer.lambda_local.runtime_api import RuntimeAPI
+
+
+class Instance(Protocol):
+    cap_method: str
+    started: float
+
+    def start(self, api: str) -> None: ...
+    def alive(self) -> bool: ...
+    def peak_mb(self) -> float | None: ...
+    def oom_killed(self) -> bool: ...
+    def logs(self, lines: int = 15) -> str: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Report:
+    request_id: int
+    status: str  # ok | error | timeout | init_error | init_timeout | killed | exited
+    duration_ms: float
+    billed_ms: int
+    memory_mb: int
+    max_memory_mb: float | None
+    init_ms: float | None  # only on a cold start
+    response: Any = None
+    error: str | None = None
+
+    def line(self) -> str:
+        text = (f"REPORT RequestId: {self.request_id} Duration: {self.duration_ms:.2f} ms "
+                f"Billed Duration: {self.billed_ms} ms Memory Size: {self.memory_mb} MB "
+                f"Max Memory Used: "
+                f"{'?' if self.max_memory_mb is None else round(self.max_memory_mb)} MB")
+        if self.init_ms is not None:
+            text += f" Init Duration: {self.init_ms:.2f} ms"
+        return text + ("" if self.status == "ok" else f" Status: {self.status}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def billed(ms: float) -> int:
+    g = targets.BILLING_GRANULARITY_MS
+    return max(g, math.ceil(ms / g) * g)
+
+
+class Session:
+    """One emulator and one instance, replaced when it dies."""
+
+    def __init__(self, instance: Instance, memory_mb: int, timeout_s: float,
+                 init_limit_s: float = targets.LIMITS.init_timeout_s) -> None:
+        self.instance, self.memory_mb = instance, memory_mb
+        self.timeout_s, self.init_limit_s = timeout_s, init_limit_s
+        self.api = RuntimeAPI()
+        self.warm = False
+        self.count = 0
+        self.cold_starts = 0
+
+    def _cold_start(self) -> tuple[str, float, str | None]:
+        """(status, init ms, error): waits for the runtime's first poll or its failure."""
+        self.api.reset_init()
+        self.instance.start(self.api.address)
+        self.cold_starts += 1
+        deadline = self.instance.started + self.init_limit_s
+        while time.perf_counter() < deadline:
+            if self.api.first_poll is not None:
+                self.warm = True
+                return "ok", (self.api.first_poll - self.instance.started) * 1000, None
+            if self.api.init_failed.is_set():
+                err = self.api.init_error or {}
+                return "init_error", (time.perf_counter() - self.instance.started) * 1000, \
+                    f"{err.get('errorType', 'Runtime.InitError')}: {err.get('errorMessage')}"
+            if not self.instance.alive():
+                return "init_error", (time.perf_counter() - self.instance.started) * 1000, \
+                    "Runtime.ExitError: the runtime exited during init\n" + self.instance.logs()
+            time.sleep(0.005)
+        return "init_timeout", self.init_limit_s * 1000, \
+            f"Runtime.InitTimeout: init did not finish within {self.init_limit_s:g} s"
+
+    def invoke(self, event: Any) -> Report:
+        self.count += 1
+        init_ms = None
+        if not self.warm or not self.instance.alive():
+            status, init_ms, error = self._cold_start()
+            if status != "ok":
+                peak = self.instance.peak_mb()
+                self._reset()
+                return Report(self.count, status, 0.0, billed(init_ms), self.memory_mb, peak,
+                              init_ms, None, error)
+        out = self.api.invoke(event, self.timeout_s, self.instance.alive)
+        ms = out.seconds * 1000
+        peak = self.instance.peak_mb()
+        error = None
+        status = out.status
+        if out.status == "error":
+            error = f"{out.payload.get('errorType')}: {out.payload.get('errorMessage')}"
+        elif out.status == "timeout":
+            error = out.payload["errorMessage"]
+            self._reset()
+        elif out.status in ("exited", "init_error"):
+            oom = self.instance.oom_killed()
+            status = "killed" if oom else "exited"
+            error = ("Runtime.OutOfMemory: Runtime exited with error: signal: killed "
+                     f"(over {self.memory_mb} MB)") if oom else \
+                "Runtime.ExitError: Runtime exited without providing a reason\n" + \
+                self.instance.logs()
+            self._reset()
+        return Report(self.count, status, round(ms, 3), billed(ms), self.memory_mb, peak,
+                      None if init_ms is None else round(init_ms, 3),
+                      out.payload if out.status == "ok" else None, error)
+
+    def _reset(self) -> None:
+        self.instance.stop()
+        self.warm = False
+
+    def close(self) -> None:
+        self.instance.stop()
+        self.api.close()

@@ -1,0 +1,120 @@
+"""Running zips as Lambda does: the real runtime client against the local Runtime API, in a
+capped process, with Lambda's answers to timeouts, import errors and memory overruns."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from optimizer import targets
+from optimizer.lambda_local.caps import ProcessCaps
+from optimizer.lambda_local.deployable import open_deployable
+from optimizer.lambda_local.session import Session
+from optimizer.package.archive import zip_tree
+from optimizer.package.smoke import find_python
+
+pytestmark = pytest.mark.skipif(find_python("3.12") is None,
+                                reason="needs a Python 3.12 (pyenv) to run python3.12 zips")
+
+FUNCTION = """
+    import os, pathlib, time
+    if pathlib.Path(os.environ["LAMBDA_TASK_ROOT"], "broken").exists():
+        raise ImportError("this module breaks at import while the flag file exists")
+
+    def ok(event, context):
+        return {"echo": event, "remaining_ms": context.get_remaining_time_in_millis()}
+
+    def sleepy(event, context):
+        time.sleep(event.get("sleep", 0))
+        return {"slept": event.get("sleep", 0)}
+
+    def fails(event, context):
+        raise ValueError("bad input, said the handler")
+
+    def hog(event, context):
+        block = bytearray(event["mb"] * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        return len(block)
+"""
+
+
+@pytest.fixture(scope="module")
+def function_zip(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fn")
+    (root / "src").mkdir()
+    (root / "src" / "fn.py").write_text(textwrap.dedent(FUNCTION))
+    zip_tree(root / "function.zip", root / "src")
+    return root / "function.zip"
+
+
+def session(function_zip, tmp_path, handler, memory_mb=1769, timeout_s=5.0) -> Session:
+    dep = open_deployable(str(function_zip), tmp_path / handler, "python3.12", f"fn.{handler}")
+    return Session(dep.make(memory_mb, targets.vcpus(memory_mb), timeout_s), memory_mb,
+                   timeout_s)
+
+
+def test_cold_then_warm_with_a_report_line(function_zip, tmp_path):
+    s = session(function_zip, tmp_path, "ok")
+    try:
+        first, second = s.invoke({"n": 1}), s.invoke({"n": 2})
+    finally:
+        s.close()
+    assert first.status == second.status == "ok"
+    assert first.response["echo"] == {"n": 1} and 0 < first.response["remaining_ms"] <= 5000
+    assert first.init_ms is not None and second.init_ms is None
+    line = first.line()
+    for part in ("Duration:", "Billed Duration:", "Max Memory Used:", "Init Duration:"):
+        assert part in line
+    assert first.billed_ms >= first.duration_ms and first.max_memory_mb > 5
+    assert "cgroup" in s.instance.cap_method or "rlimit" in s.instance.cap_method
+
+
+def test_timeout_is_reported_and_the_next_call_starts_cold(function_zip, tmp_path):
+    s = session(function_zip, tmp_path, "sleepy", timeout_s=1.0)
+    try:
+        late = s.invoke({"sleep": 3})
+        after = s.invoke({"sleep": 0})
+    finally:
+        s.close()
+    assert late.status == "timeout" and late.error == "Task timed out after 1.00 seconds"
+    assert after.status == "ok" and after.init_ms is not None and s.cold_starts == 2
+
+
+def test_handler_exception_keeps_the_instance_warm(function_zip, tmp_path):
+    s = session(function_zip, tmp_path, "fails")
+    try:
+        a, b = s.invoke({}), s.invoke({})
+    finally:
+        s.close()
+    assert a.status == b.status == "error" and "ValueError" in a.error
+    assert s.cold_starts == 1 and b.init_ms is None
+
+
+def test_import_error_is_an_init_error_and_a_fixed_module_serves(function_zip, tmp_path):
+    s = session(function_zip, tmp_path, "ok")
+    flag = Path(tmp_path / "ok" / "task" / "broken")
+    flag.write_text("")
+    try:
+        broken = s.invoke({})
+        flag.unlink()
+        fixed = s.invoke({"after": True})
+    finally:
+        s.close()
+    assert broken.status == "init_error" and "ImportModuleError" in broken.error
+    assert fixed.status == "ok" and fixed.response["echo"] == {"after": True}
+
+
+def test_memory_over_the_size_is_killed_and_the_next_call_serves(function_zip, tmp_path):
+    if not ProcessCaps(128, 1).dirs:
+        pytest.skip("no cgroup can be made here; RLIMIT_AS fails allocations instead")
+    s = session(function_zip, tmp_path, "hog", memory_mb=128, timeout_s=20)
+    try:
+        over = s.invoke({"mb": 300})
+        fine = s.invoke({"mb": 8})
+    finally:
+        s.close()
+    assert over.status == "killed" and "Runtime.OutOfMemory" in over.error
+    assert fine.status == "ok" and fine.response == 8 * 1024 * 1024
