@@ -59,6 +59,8 @@ def main() -> None:
         "warm_ms_median": round(statistics.median(r["warm_ms"] for r in rs), 2),
         "max_memory_mb": max(r["max_memory_mb"] or 0 for r in rs),
         "cap": rs[0]["cap"],
+        "over_lambda_init_limit": sum(r["init_ms"] > targets.LIMITS.init_timeout_s * 1000
+                                      for r in rs),
     } for name, rs in runs.items()}
     base = rows["onnxruntime zip (int8)"]["init_ms_median"]
     doc = {"memory_mb": args.memory, "vcpus": cpus, "starts": args.starts,
@@ -70,10 +72,12 @@ def main() -> None:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"{args.memory} MB ({cpus:.3f} vCPU), {args.starts} cold starts each, "
           f"{doc['host']['model']}")
-    print(f"{'package':34} {'init ms':>9} {'1st call ms':>12} {'warm ms':>9} {'max MB':>7}")
+    print(f"{'package':34} {'init ms':>9} {'1st call ms':>12} {'warm ms':>9} {'max MB':>7} "
+          f"{'over 10 s':>9}")
     for name, r in rows.items():
         print(f"{name:34} {r['init_ms_median']:9.1f} {r['first_invoke_ms_median']:12.1f} "
-              f"{r['warm_ms_median']:9.2f} {r['max_memory_mb']:7.0f}")
+              f"{r['warm_ms_median']:9.2f} {r['max_memory_mb']:7.0f} "
+              f"{r['over_lambda_init_limit']:>4}/{args.starts}")
     print(f"TensorFlow image init / onnxruntime zip init: {doc['tf_over_onnx_init']}x")
 
 

@@ -264,6 +264,8 @@ def invoke(
             out = report.response if report.status == "ok" else {"error": report.error}
             typer.echo(json.dumps(out, indent=2))
             typer.echo(report.line())
+            if report.note:
+                typer.echo(f"note: {report.note}")
             typer.echo(f"caps: {cap}")
 
         _emit(as_json, doc, text)

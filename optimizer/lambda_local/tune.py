@@ -56,6 +56,7 @@ def one_size(dep: Deployable, event: Any, memory_mb: int, invocations: int,
         "mean_ms": round(mean_warm, 3),
         "max_memory_mb": max(peaks) if peaks else None,
         "errors": [r.error for r in reports if r.status != "ok"],
+        "notes": [r.note for r in reports if r.note],
         "invocations": len(reports),
         "cost_per_million_usd": round(
             1e6 * (statistics.fmean(_gb_s_cost(d, memory_mb, dep.arch) for d in durations)

@@ -120,18 +120,22 @@ def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     t = Table(title=f"{doc['package']} ({doc['kind']}): {doc['invocations']} warm "
               f"invocations per size, {doc['host'].get('model', '')}")
-    for col in ("memory MB", "vCPU", "init ms", "p50 ms", "p95 ms", "max mem MB",
-                "USD / 1M", "errors"):
-        t.add_column(col, justify="right")
+    for col in ("MB", "vCPU", "init ms", "1st ms", "mean ms", "p50 ms", "p95 ms", "RSS MB",
+                "$ / 1M", "err"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in doc["rows"]:
         mark = " *" if r["memory_mb"] == doc["recommended_memory_mb"] else ""
         t.add_row(f"{r['memory_mb']}{mark}", f"{r['vcpus']:.3f}",
                   "-" if r["init_ms"] is None else f"{r['init_ms']:.0f}",
-                  f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", str(r["max_memory_mb"]),
+                  f"{r['cold_duration_ms']:.0f}", f"{r['mean_ms']:.2f}", f"{r['p50_ms']:.2f}",
+                  f"{r['p95_ms']:.2f}", f"{r['max_memory_mb']:.0f}",
                   "-" if r["cost_per_million_usd"] is None else f"{r['cost_per_million_usd']:.4f}",
                   str(len(r["errors"])))
     console.print(t)
     console.print(f"caps: {doc['rows'][0]['cap_method'] if doc['rows'] else '-'}")
+    for r in doc["rows"]:
+        for note in dict.fromkeys(r["notes"] + r["errors"]):
+            console.print(f"{r['memory_mb']} MB: {note}")
     if c := doc.get("concurrency"):
         console.print(f"concurrency {c['instances']} at {c['memory_mb']} MB: "
                       f"{c['throughput_rps']} req/s, {c['errors']} errors, {c['cold_starts']} "

@@ -46,7 +46,7 @@ def render(doc: dict) -> str:
     rows = doc["rows"]
     table = "".join(
         f"<tr><td>{r['memory_mb']}</td><td>{r['vcpus']}</td><td>{r['init_ms']}</td>"
-        f"<td>{r['p50_ms']}</td><td>{r['p95_ms']}</td><td>{r['max_memory_mb']}</td>"
+        f"<td>{r['mean_ms']}</td><td>{r['p50_ms']}</td><td>{r['p95_ms']}</td><td>{r['max_memory_mb']}</td>"
         f"<td>{r['cost_per_million_usd']}</td><td>{len(r['errors'])}</td></tr>" for r in rows)
     return (
         "<!doctype html><meta charset='utf-8'><title>optimizer tune</title>"
@@ -54,8 +54,9 @@ def render(doc: dict) -> str:
         f"({html.escape(doc['strategy'])})</h2>"
         f"<p>{html.escape(doc['host'].get('model', ''))}; caps: "
         f"{html.escape(rows[0]['cap_method'] if rows else '')}</p>"
-        + _chart("p50 duration (warm)", rows, "p50_ms", "ms", "#1f77b4")
+        + _chart("mean duration (warm)", rows, "mean_ms", "ms", "#1f77b4")
+        + _chart("init duration (cold start)", rows, "init_ms", "ms", "#2ca02c")
         + _chart("cost per 1M requests", rows, "cost_per_million_usd", "USD", "#d62728")
         + "<table border=1 cellpadding=4><tr><th>memory MB</th><th>vCPU</th><th>init ms</th>"
-        "<th>p50 ms</th><th>p95 ms</th><th>max memory MB</th><th>USD / 1M</th>"
+        "<th>mean ms</th><th>p50 ms</th><th>p95 ms</th><th>max memory MB</th><th>USD / 1M</th>"
         f"<th>errors</th></tr>{table}</table>")
