@@ -214,6 +214,8 @@ class Builder:
             seconds = time.perf_counter() - t0
             report = self._report(dataset, artifacts, ship, started, seconds)
             report["packages"], report["package_notes"] = packages.records, packages.notes
+            if packages.tune is not None:
+                report["tune"] = packages.tune
             publish(out_dir, artifacts, report, self.recipe, packages.files)
         exit_code = 0 if ship else GateFailed.exit_code
         return BuildResult(report=report, out_dir=out_dir, exit_code=exit_code)

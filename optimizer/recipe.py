@@ -231,6 +231,25 @@ class ImageConfig(Strict):
     tag: str | None = Field(default=None, description="image name [default: optimizer/NAME]")
 
 
+class TuneConfig(Strict):
+    """Runs the built package as Lambda would at each memory size (see `optimizer tune`)."""
+
+    memory: list[int] = Field(default_factory=lambda: [512, 1024, 1536, 1769, 3008],
+                              min_length=1)
+    invocations: int = Field(default=10, ge=1, le=10_000)
+    strategy: Literal["cost", "speed", "balanced"] = "balanced"
+    timeout_s: float = Field(default=30.0, gt=0, le=targets.LIMITS.max_timeout_s)
+
+    @field_validator("memory")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        lo, hi = targets.LIMITS.memory_min_mb, targets.LIMITS.memory_max_mb
+        bad = [m for m in v if not lo <= m <= hi]
+        if bad:
+            raise ValueError(f"memory sizes must be within {lo}..{hi} MB, got {bad}")
+        return v
+
+
 class PackageConfig(Strict):
     """Empty means no package; `zip` and `image` may both be given."""
 
@@ -241,6 +260,8 @@ class PackageConfig(Strict):
     top_k: int = Field(default=5, ge=1, le=1000)
     max_images: int = Field(default=16, ge=1, le=1024,
                             description="images per request before a 413 error")
+    tune: TuneConfig | None = Field(default=None, description="memory sweep of the zip (or "
+                                    "else the image) as part of validation")
 
 
 # --- the recipe ----------------------------------------------------------------------

@@ -308,3 +308,17 @@ def test_invoke_rejects_a_missing_event_file(zip_build, tmp_path):
     result = runner.invoke(app, ["invoke", str(root / "out"), "--event",
                                  str(tmp_path / "nope.json")])
     assert result.exit_code == 2 and "nope.json" in result.output
+
+
+def test_build_runs_the_memory_sweep_as_validation(zip_build, tmp_path, tiny_keras):
+    root, _, _ = zip_build
+    recipe = package_recipe(tmp_path, tiny_keras, "zip: {layers: 1}\ntune:\n  memory: [512, 1769]"
+                            "\n  invocations: 2\n  strategy: speed", name="tuned")
+    result = build(recipe, tmp_path / "out", root / "cache")  # reuses the resolved wheels
+    assert result.exit_code == 0, result.output
+    tune = json.loads(result.stdout)["tune"]
+    assert [r["memory_mb"] for r in tune["rows"]] == [512, 1769]
+    assert tune["strategy"] == "speed" and tune["recommended_memory_mb"] in (512, 1769)
+    assert all(not r["errors"] and r["init_ms"] > 0 for r in tune["rows"])
+    assert (tmp_path / "out/package/tune.html").is_file()
+    assert "## Memory sweep" in (tmp_path / "out/report.md").read_text()

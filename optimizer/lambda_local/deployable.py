@@ -97,12 +97,21 @@ def open_image(ref: str) -> Deployable:
             images = engine().images.load(f)
         ref = images[0].tags[0] if images[0].tags else images[0].id
     ref = ref.removeprefix("docker://")
+    from docker.errors import ImageNotFound
+
+    from optimizer.package.baseimage import engine
+
+    try:
+        arch = engine().images.get(ref).attrs.get("Architecture", "amd64")
+    except ImageNotFound:
+        raise BadInput(f"{ref}: no such file, folder, or image in the local Docker Engine")\
+            from None
     sample = path.parent / "sample-event.json" if path.is_file() else None
 
     def make(memory_mb: int, cpus: float, timeout_s: float) -> ContainerInstance:
         return ContainerInstance(ref, memory_mb, cpus, timeout_s)
 
-    return Deployable("image", ref, "x86_64", None,
+    return Deployable("image", ref, "aarch64" if arch == "arm64" else "x86_64", None,
                       sample if sample and sample.is_file() else None, make)
 
 

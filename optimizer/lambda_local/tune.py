@@ -63,6 +63,11 @@ def one_size(dep: Deployable, event: Any, memory_mb: int, invocations: int,
                    + targets.PRICE_PER_REQUEST), 4) if durations else None,
         "cold_start_cost_usd": _gb_s_cost((cold.init_ms or 0) + cold.duration_ms, memory_mb,
                                           dep.arch),
+        # the run as measured: one billed cold start (init included) in N + 1 requests
+        "cost_per_million_with_cold_usd": round(1e6 * (
+            (_gb_s_cost((cold.init_ms or 0) + cold.duration_ms, memory_mb, dep.arch)
+             + sum(_gb_s_cost(d, memory_mb, dep.arch) for d in durations)) / (1 + len(durations))
+            + targets.PRICE_PER_REQUEST), 4) if durations else None,
         "reports": [r.line() for r in reports],
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ class Packages:
     records: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # published under package/
     notes: list[str] = field(default_factory=list)
+    tune: dict[str, Any] | None = None
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -196,7 +198,39 @@ class Packager:
             image.build(self, image_cfg, function_dir, kind, sample, work, out)
         for rec in out.records:
             rec.update(model=art.name, model_runtime=kind)
+        if cfg.tune is not None:
+            self._tune(out, work)
         return out
+
+    def _tune(self, out: Packages, work: Path) -> None:
+        """The memory sweep of `optimizer tune`, on the zip if there is one, else the image."""
+        from optimizer.lambda_local import tune as tuning
+        from optimizer.lambda_local.deployable import open_deployable
+        from optimizer.report.tune_plot import render
+
+        cfg = self.recipe.package.tune
+        assert cfg is not None
+        zips = [f for f in out.files if f.suffix == ".zip"]
+        images = [r["ref"] for r in out.records if r["kind"] == "image"]
+        if zips:
+            pkg = work / "tune-package"
+            pkg.mkdir()
+            for f in zips:
+                shutil.copyfile(f, pkg / f.name)
+            target = str(pkg)
+        elif images:
+            target = f"docker://{images[0]}"
+        else:
+            out.notes.append("tune: nothing to run (no zip, and no image in an engine)")
+            return
+        self.progress.log(f"[cyan]tune[/]   {target.rsplit('/', 1)[-1]} at "
+                          f"{', '.join(map(str, cfg.memory))} MB")
+        dep = open_deployable(target, work / "tune-run")
+        event = json.loads((work / SAMPLE_EVENT).read_text())
+        out.tune = tuning.run(dep, event, cfg.memory, cfg.invocations, cfg.strategy,
+                              cfg.timeout_s, progress=self.progress.log)
+        (work / "tune.html").write_text(render(out.tune))
+        out.files.append(work / "tune.html")
 
     def _zip(self, function_dir: Path, deps: Path, slimmed: dict, fn_bytes: int,
              sample: Sample, out: Packages) -> None:

@@ -84,5 +84,16 @@ def render(r: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in packages.rows(r)]
         lines += [""] + [f"- {d}" for d in packages.digests(r)]
         lines += [f"- note: {n}" for n in r.get("package_notes", [])]
+    if tune := r.get("tune"):
+        lines += ["", "## Memory sweep", "",
+                  f"{tune['invocations']} warm invocations after one cold start per size, "
+                  f"package {tune['kind']}; caps: {tune['rows'][0]['cap_method']}. "
+                  f"Recommended ({tune['strategy']}): {tune['recommended_memory_mb']} MB. "
+                  "Plot: package/tune.html.", "",
+                  "| memory MB | vCPU | init ms | mean ms | p50 ms | p95 ms | max MB | "
+                  "USD / 1M | errors |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {x['memory_mb']} | {x['vcpus']} | {x['init_ms']} | {x['mean_ms']} | "
+                  f"{x['p50_ms']} | {x['p95_ms']} | {x['max_memory_mb']} | "
+                  f"{x['cost_per_million_usd']} | {len(x['errors'])} |" for x in tune["rows"]]
     lines += ["", "Libraries: " + ", ".join(f"{k} {v}" for k, v in r["libraries"].items()), ""]
     return "\n".join(lines)
