@@ -1,4 +1,4 @@
-"""Running an image as Lambda does: its runtime client polls a local Runtime API."""
+"""Proving an image: started as Lambda would start it, sent each event in turn."""
 
 from __future__ import annotations
 
@@ -6,46 +6,25 @@ import time
 from typing import Any
 
 from optimizer.errors import PackageFailed
-from optimizer.lambda_local.runtime_api import RuntimeAPI
+from optimizer.lambda_local.instances import ContainerInstance
+from optimizer.lambda_local.session import Session
 
 
 def invoke_image(ref: str, events: list, memory_mb: int, cpus: float,
                  timeout_s: float = 120.0) -> dict[str, Any]:
-    """Start the image with the function's memory and CPU share, send each event."""
-    from optimizer.package.baseimage import engine
-
-    client = engine()
-    api = RuntimeAPI()
-    container = None
+    """Responses to `events` from one instance of the image; any failure is PackageFailed."""
+    session = Session(ContainerInstance(ref, memory_mb, cpus, timeout_s), memory_mb, timeout_s)
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        container = client.containers.run(
-            ref, detach=True, network_mode="host", mem_limit=f"{memory_mb}m",
-            nano_cpus=int(cpus * 1e9),
-            environment={
-                "AWS_LAMBDA_RUNTIME_API": api.address,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
-                "AWS_LAMBDA_FUNCTION_NAME": "optimizer-local",
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_REGION": "us-east-1",
-            })
-
-        def alive() -> bool:
-            container.reload()
-            return container.status in ("created", "running")
-
-        responses, seconds = [], []
+        reports = []
         for event in events:
-            outcome = api.invoke(event, timeout_s, alive)
-            if not outcome.ok:
-                logs = container.logs(tail=15).decode(errors="replace")
-                raise PackageFailed(f"image {ref}: invocation ended with {outcome.status}: "
-                                    f"{outcome.payload}\n{logs}")
-            responses.append(outcome.payload)
-            seconds.append(outcome.seconds)
-        return {"responses": responses, "first_response_s": round(time.perf_counter() - t0, 3),
-                "invoke_s": [round(s, 4) for s in seconds]}
+            report = session.invoke(event)
+            if report.status != "ok":
+                raise PackageFailed(f"image {ref}: invocation ended with {report.status}: "
+                                    f"{report.error}\n{session.instance.logs()}")
+            reports.append(report)
     finally:
-        if container is not None:
-            container.remove(force=True)
-        api.close()
+        session.close()
+    return {"responses": [r.response for r in reports],
+            "first_response_s": round(time.perf_counter() - t0, 3) if reports else None,
+            "init_ms": reports[0].init_ms, "reports": [r.line() for r in reports]}

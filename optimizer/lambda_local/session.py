@@ -114,13 +114,16 @@ class Session:
                 return Report(self.count, status, 0.0, billed(init_ms), self.memory_mb, peak,
                               init_ms, None, error)
         over_limit = init_ms is not None and init_ms > self.init_limit_s * 1000
-        out = self.api.invoke(event, self.timeout_s, self.instance.alive)
+        # a re-run init uses up part of the invocation's timeout
+        budget = self.timeout_s - (init_ms / 1000 - self.init_limit_s if over_limit else 0)
+        out = self.api.invoke(event, budget, self.instance.alive)
         ms = out.seconds * 1000
         peak = self.instance.peak_mb()
         error = None
         status = out.status
         if out.status == "error":
-            error = f"{out.payload.get('errorType')}: {out.payload.get('errorMessage')}"
+            err = out.payload if isinstance(out.payload, dict) else {"errorMessage": out.payload}
+            error = f"{err.get('errorType', 'Error')}: {err.get('errorMessage')}"
         elif out.status == "timeout":
             error = out.payload["errorMessage"]
             self._reset()

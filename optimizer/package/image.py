@@ -114,7 +114,8 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
             "uncompressed_bytes": part.unzipped, "layers": part.layers,
             "config_bytes": part.config_bytes, "limits": limits,
             "proof": {**check_proof(run["responses"], sample, f"image {ref}"),
-                      "first_response_s": run["first_response_s"]},
+                      "first_response_s": run["first_response_s"],
+                      "init_ms": run["init_ms"]},
         })
     if cfg.tarball:
         base_tar = cfg.base_tarball
@@ -146,6 +147,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
             run = invoke_image(ref, events, t.memory_mb, cpus)
             record["proof"] = {**check_proof(run["responses"], sample, f"image {ref}"),
                                "loaded_with": "docker load",
-                               "first_response_s": run["first_response_s"]}
+                               "first_response_s": run["first_response_s"],
+                               "init_ms": run["init_ms"]}
         out.records.append(record)
         out.files.append(dest)
