@@ -141,13 +141,14 @@ def inspect(target: str) -> Part:
 
 
 def expand(paths: list[str]) -> list[str]:
-    """A folder that holds only zips is a layer set: the function zip and its layers."""
+    """A folder is a layer set (the function zip first, then its layers) when it holds a
+    function.zip, as optimizer's package/ folders do, or when it holds nothing but zips."""
     out = []
     for p in paths:
         folder = Path(p)
         zips = sorted(folder.glob("*.zip")) if folder.is_dir() else []
-        if zips and all(c.suffix == ".zip" for c in folder.iterdir() if c.is_file()) and \
-                not any(c.is_dir() for c in folder.iterdir()):
+        only_zips = zips and all(c.suffix == ".zip" for c in folder.iterdir())
+        if (folder / "function.zip").is_file() or only_zips:
             out += [str(z) for z in sorted(zips, key=lambda z: (z.name != "function.zip", z))]
         else:
             out.append(p)
