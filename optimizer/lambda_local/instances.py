@@ -38,16 +38,15 @@ class ProcessInstance:
         self.python, self.task, self.opt, self.runtime_dir = python, task, opt, runtime_dir
         self.handler, self.memory_mb, self.cpus = handler, memory_mb, cpus
         self.timeout_s = timeout_s
-        self.caps = ProcessCaps(memory_mb, cpus)
+        self.caps = ProcessCaps(memory_mb, cpus)  # one group per start; removed at stop
+        self.cap_method = self.caps.method
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
         self.started = 0.0
 
-    @property
-    def cap_method(self) -> str:
-        return self.caps.method
-
     def start(self, api: str) -> None:
+        if not self.caps.dirs and self.caps.method.startswith("cgroup"):
+            self.caps = ProcessCaps(self.memory_mb, self.cpus)  # the last stop removed it
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": os.pathsep.join(str(p) for p in (
@@ -90,7 +89,6 @@ class ProcessInstance:
             self.proc.kill()
             self.proc.wait()
         self.caps.close()
-        self.caps = ProcessCaps(self.memory_mb, self.cpus)  # a fresh group for a restart
 
 
 class ContainerInstance:
