@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import metadata
@@ -110,6 +110,18 @@ class Cache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def ensure_dir(self, key: str, produce: Callable[[Path], Any],
+                   meta: dict[str, Any] | None = None, force: bool = False) -> tuple[Path, bool]:
+        """(entry folder, whether it was already there): reuse the entry, or fill a new one
+        with `produce(tmp)` and return it as read back from the store."""
+        if not force and (hit := self.get_dir(key)):
+            return hit, True
+        with self.put_dir(key, meta) as tmp:
+            produce(tmp)
+        hit = self.get_dir(key)
+        assert hit is not None, "an entry just written must be readable"
+        return hit, False
 
     def sweep_orphans(self) -> int:
         """Remove temporary folders whose build is gone (SIGKILL, power loss).

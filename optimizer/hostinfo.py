@@ -74,3 +74,14 @@ def fingerprint() -> dict:
     c = cpu()
     return {"model": c["model"], "flags": c["flags"], "cores": c["usable_cores"],
             "python": platform.python_version()}
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int | None:
+    """VmHWM, not ru_maxrss: the latter survives exec and would report the parent's peak."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,25 @@ class Builder:
 
     # --- producing models -------------------------------------------------------------
 
-    def _cached_model(self, key: str, label: str, produce) -> tuple[ModelRef, bool, float]:
-        t0 = time.perf_counter()
-        if not self.force and (hit := self.cache.get_dir(key)):
+    def cached_dir(self, key: str, label: str,
+                   produce: Callable[[Path], Any]) -> tuple[Path, bool]:
+        """(entry, reused): made by `produce(tmp)` unless it exists; counted and logged."""
+        def run(tmp: Path) -> None:
+            self.progress.log(f"[cyan]run[/]    {label}")
+            produce(tmp)
+
+        path, hit = self.cache.ensure_dir(key, run, {"label": label}, self.force)
+        if hit:
             self.hits += 1
             self.progress.log(f"[green]cached[/] {label}")
-            return ModelRef.read(hit), True, 0.0
-        self.misses += 1
-        self.progress.log(f"[cyan]run[/]    {label}")
-        with self.cache.put_dir(key, {"label": label}) as tmp:
-            ref = produce(tmp)
-            ref.write_meta(tmp)
-        hit = self.cache.get_dir(key)
-        assert hit is not None, "an entry just written must be readable"
-        return ModelRef.read(hit), False, time.perf_counter() - t0
+        else:
+            self.misses += 1
+        return path, hit
+
+    def _cached_model(self, key: str, label: str, produce) -> tuple[ModelRef, bool, float]:
+        t0 = time.perf_counter()
+        path, hit = self.cached_dir(key, label, lambda tmp: produce(tmp).write_meta(tmp))
+        return ModelRef.read(path), hit, 0.0 if hit else time.perf_counter() - t0
 
     def _context(self, out_dir: Path, dataset: Dataset) -> StepContext:
         return StepContext(out_dir=out_dir, recipe=self.recipe, dataset=dataset,
@@ -228,12 +234,7 @@ class Builder:
         if cfg.model == "ship" and ship is None:
             return Packages(notes=["not packaged: no artifact passed the gates"])
         art = ship if cfg.model == "ship" else next(a for a in artifacts if a.name == cfg.model)
-        packager = Packager(self.recipe, self.cache, self.progress, self.force)
-        try:
-            return packager.run(art, dataset, work)
-        finally:
-            self.hits += packager.hits
-            self.misses += packager.misses
+        return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work)
 
     def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,
                 started: float, seconds: float) -> dict[str, Any]:

@@ -17,6 +17,14 @@ ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
 
 
+def cgroup_peak(group: Path) -> int | None:
+    """Peak memory charged to a cgroup (v1 or v2), if the group has a memory controller."""
+    for name in ("memory.max_usage_in_bytes", "memory.peak"):
+        if (group / name).is_file():
+            return int((group / name).read_text())
+    return None
+
+
 class ProcessCaps:
     def __init__(self, memory_mb: int, cpus: float) -> None:
         self.memory_bytes = memory_mb * 1024 * 1024
@@ -66,11 +74,7 @@ class ProcessCaps:
             resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
 
     def peak_bytes(self) -> int | None:
-        for d in self.dirs:
-            for name in ("memory.max_usage_in_bytes", "memory.peak"):
-                if (d / name).is_file():
-                    return int((d / name).read_text())
-        return None
+        return next((p for d in self.dirs if (p := cgroup_peak(d)) is not None), None)
 
     def oom_killed(self) -> bool:
         for d in self.dirs:

@@ -46,15 +46,11 @@ def _zips(path: Path) -> tuple[list[Path], Path | None]:
 
 def _runtime_client(python: str, arch: str, glibc: str) -> Path:
     reqs = wheels.pinned(("awslambdaric",), arch)
-    cache = Cache(default_root())
     key = make_key({"runtime-client": reqs, "python": python, "arch": arch, "glibc": glibc})
-    if hit := cache.get_dir(key):
-        return hit / "runtime"
-    with cache.put_dir(key, {"label": f"runtime client for Python {python}"}) as tmp:
-        wheels.resolve(reqs, python, arch, glibc, tmp / "runtime")
-    hit = cache.get_dir(key)
-    assert hit is not None
-    return hit / "runtime"
+    entry, _ = Cache(default_root()).ensure_dir(
+        key, lambda tmp: wheels.resolve(reqs, python, arch, glibc, tmp / "runtime"),
+        {"label": f"runtime client for Python {python}"})
+    return entry / "runtime"
 
 
 def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -> Deployable:

@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from optimizer.lambda_local.caps import ProcessCaps
+from optimizer.hostinfo import peak_rss_bytes
+from optimizer.lambda_local.caps import ProcessCaps, cgroup_peak
 
 
 def lambda_env(api: str, memory_mb: int, timeout_s: float) -> dict[str, str]:
@@ -67,15 +68,9 @@ class ProcessInstance:
     def peak_mb(self) -> float | None:
         """The larger of the cgroup's peak and the process's peak RSS (VmHWM): pages of
         libraries already in the page cache are not charged to a new cgroup."""
-        peaks = [self.caps.peak_bytes() or 0]
-        if self.alive():
-            try:
-                for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]) * 1024)
-            except OSError:
-                pass
-        return round(max(peaks) / 1024 / 1024, 1) if max(peaks) else None
+        rss = peak_rss_bytes(self.proc.pid) if self.alive() else None
+        peak = max(self.caps.peak_bytes() or 0, rss or 0)
+        return round(peak / 1024 / 1024, 1) if peak else None
 
     def oom_killed(self) -> bool:
         return self.caps.oom_killed()
@@ -128,10 +123,8 @@ class ContainerInstance:
 
     def peak_mb(self) -> float | None:
         group = self._cgroup()
-        for name in ("memory.max_usage_in_bytes", "memory.peak"):
-            if group is not None and (group / name).is_file():
-                return round(int((group / name).read_text()) / 1024 / 1024, 1)
-        return None
+        peak = cgroup_peak(group) if group is not None else None
+        return None if peak is None else round(peak / 1024 / 1024, 1)
 
     def oom_killed(self) -> bool:
         if self.container is None:

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,12 +20,12 @@ import numpy as np
 from PIL import Image
 
 from optimizer import targets
-from optimizer.cache import Cache, code_digest, make_key
+from optimizer.cache import code_digest, make_key
 from optimizer.data import Dataset, prepared
 from optimizer.errors import PackageFailed, PackageTooLarge
-from optimizer.model import ModelRef, sha256_tree
-from optimizer.package import elfcheck, image, lambda_zip, slim, wheels
-from optimizer.package.function import assemble, runtime_of
+from optimizer.model import ModelRef, sha256_tree, size_bytes
+from optimizer.package import elfcheck, image, lambda_zip, slim, smoke, wheels
+from optimizer.package.function import HANDLER_NAME, assemble, runtime_of
 from optimizer.package.sizes import mib
 from optimizer.preprocess import apply
 from optimizer.progress import Progress
@@ -122,23 +123,13 @@ def check_proof(responses: list[dict], sample: Sample, where: str) -> dict:
             "bad_request_status": bad["statusCode"], "threads": body(first)["threads"]}
 
 
-class Packager:
-    def __init__(self, recipe: Recipe, cache: Cache, progress: Progress, force: bool) -> None:
-        self.recipe, self.cache, self.progress, self.force = recipe, cache, progress, force
-        self.hits = self.misses = 0
+# (key, label, produce) -> (cache entry, reused): the build's counted, logged cache
+CachedDir = Callable[[str, str, Callable[[Path], None]], tuple[Path, bool]]
 
-    def _cached(self, key: str, label: str, produce) -> Path:
-        if not self.force and (hit := self.cache.get_dir(key)):
-            self.hits += 1
-            self.progress.log(f"[green]cached[/] {label}")
-            return hit
-        self.misses += 1
-        self.progress.log(f"[cyan]run[/]    {label}")
-        with self.cache.put_dir(key, {"label": label}) as tmp:
-            produce(tmp)
-        hit = self.cache.get_dir(key)
-        assert hit is not None, "an entry just written must be readable"
-        return hit
+
+class Packager:
+    def __init__(self, recipe: Recipe, cached: CachedDir, progress: Progress) -> None:
+        self.recipe, self.cached, self.progress = recipe, cached, progress
 
     def dependencies(self, runtime: str, python: str, arch: str, glibc: str,
                      extra: tuple[str, ...] = ()) -> Path:
@@ -160,8 +151,8 @@ class Packager:
                           arch=arch, glibc=glibc)
             (tmp / "slim.json").write_text(json.dumps(report, indent=1))
 
-        return self._cached(key, f"dependencies {' '.join(reqs)} for Python {python} {arch}",
-                            produce)
+        return self.cached(key, f"dependencies {' '.join(reqs)} for Python {python} {arch}",
+                           produce)[0]
 
     def run(self, art: Artifact, dataset: Dataset, work: Path) -> Packages:
         cfg, t = self.recipe.package, self.recipe.target
@@ -175,7 +166,7 @@ class Packager:
                  cfg.max_images, output_kind(art.model, dataset), t.runtime, arch)
         (work / SAMPLE_EVENT).write_text(json.dumps(lambda_zip.sample_event(sample.png)))
         out.files.append(work / SAMPLE_EVENT)
-        fn_bytes = sum(p.stat().st_size for p in function_dir.rglob("*") if p.is_file())
+        fn_bytes = size_bytes(function_dir)
         image_cfg = cfg.image
         if cfg.zip is not None:
             deps = self.dependencies(kind, runtime.python, arch, runtime.glibc)
@@ -193,7 +184,8 @@ class Packager:
                 if image_cfg is None:
                     image_cfg = ImageConfig()
             else:
-                self._zip(function_dir, deps, slimmed, fn_bytes, sample, out)
+                plan = lambda_zip.ZipPlan(runtime.python, arch, t.memory_mb, cfg.zip.layers)
+                self._zip(plan, function_dir, deps, slimmed, fn_bytes, sample, out)
         if image_cfg is not None:
             image.build(self, image_cfg, function_dir, kind, sample, work, out)
         for rec in out.records:
@@ -232,12 +224,8 @@ class Packager:
         (work / "tune.html").write_text(render(out.tune))
         out.files.append(work / "tune.html")
 
-    def _zip(self, function_dir: Path, deps: Path, slimmed: dict, fn_bytes: int,
-             sample: Sample, out: Packages) -> None:
-        t = self.recipe.target
-        plan = lambda_zip.ZipPlan(targets.RUNTIMES[t.runtime].python,
-                                  targets.TARGETS[t.name].arch, t.memory_mb,
-                                  self.recipe.package.zip.layers)
+    def _zip(self, plan: lambda_zip.ZipPlan, function_dir: Path, deps: Path, slimmed: dict,
+             fn_bytes: int, sample: Sample, out: Packages) -> None:
         key = make_key({"zip": deps.name, "function": sha256_tree(function_dir),
                         "plan": plan.__dict__, "code": code_digest(*ZIP_CODE)})
 
@@ -252,7 +240,7 @@ class Packager:
                 raise PackageTooLarge("; ".join(
                     f"{lim.what}: {mib(lim.size)} ({lim.size:,} B) over the "
                     f"{mib(lim.limit)} limit" for lim in over) + hint)
-            if smoke_ok := lambda_zip.smoke.can_run(plan.arch):
+            if smoke_ok := smoke.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(sample))
                 proof = {**check_proof(result["responses"], sample, "zip"),
                          "python": result["python"], "init_ms": round(result["init_ms"], 1)}
@@ -263,8 +251,8 @@ class Packager:
                 "records": records, "limits": [lim.__dict__ for lim in limits],
                 "proof": proof, "proved": smoke_ok}, indent=1))
 
-        entry = self._cached(key, f"zip package ({plan.layers} layer(s), Python {plan.python}, "
-                                  f"{plan.arch})", produce)
+        entry, _ = self.cached(key, f"zip package ({plan.layers} layer(s), Python "
+                                    f"{plan.python}, {plan.arch})", produce)
         result = json.loads((entry / "result.json").read_text())
         for rec in result["records"]:
             if rec["kind"] == "zip":
@@ -274,8 +262,8 @@ class Packager:
                                "removed_by_rule": slimmed["removed_by_rule"],
                                "by_distribution": slimmed["by_distribution"]}
                 rec["proof"] = result["proof"]
-                rec["handler"] = "handler.app.lambda_handler"
-                rec["runtime"] = t.runtime
+                rec["handler"] = HANDLER_NAME
+                rec["runtime"] = self.recipe.target.runtime
                 rec["architecture"] = plan.arch
             rec["limits"] = [lim for lim in result["limits"]
                              if lim["what"] == f"{rec['file']} zipped"

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from optimizer import targets
 from optimizer.errors import PackageFailed, PackageTooLarge
 from optimizer.lambda_local.container import invoke_image
-from optimizer.model import sha256_file, sha256_tree
+from optimizer.model import sha256_file, sha256_tree, size_bytes
 from optimizer.package import oci, sizes, template
 from optimizer.package.baseimage import engine, has_image, save
+from optimizer.package.function import HANDLER_NAME
 
 if TYPE_CHECKING:
     from optimizer.package.build import Packager, Packages, Sample
@@ -86,10 +87,15 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
     repo = cfg.tag or f"optimizer/{recipe.name}"
     events = proof_events(sample)
     cpus = targets.vcpus(t.memory_mb)
+
+    def prove(ref: str) -> dict:
+        run = invoke_image(ref, events, t.memory_mb, cpus)
+        return {**check_proof(run["responses"], sample, f"image {ref}"),
+                "first_response_s": run["first_response_s"], "init_ms": run["init_ms"]}
+
     common = {"template": cfg.template, "base": base, "python": python, "glibc": glibc,
-              "architecture": arch, "handler": "handler.app.lambda_handler",
-              "dependencies_bytes": sum(p.stat().st_size for p in (ctx / "deps").rglob("*")
-                                        if p.is_file())}
+              "architecture": arch, "handler": HANDLER_NAME,
+              "dependencies_bytes": size_bytes(ctx / "deps")}
     client = None
     if cfg.engine:
         client = engine()
@@ -108,14 +114,11 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
                                 + "\n".join(x for x in lines if x)[-600:]) from None
         part = sizes.inspect_engine_image(ref)
         limits = _limits(part, ref)
-        run = invoke_image(ref, events, t.memory_mb, cpus)
         out.records.append({
             "kind": "image", "ref": ref, "id": img.id, **common,
             "uncompressed_bytes": part.unzipped, "layers": part.layers,
             "config_bytes": part.config_bytes, "limits": limits,
-            "proof": {**check_proof(run["responses"], sample, f"image {ref}"),
-                      "first_response_s": run["first_response_s"],
-                      "init_ms": run["init_ms"]},
+            "proof": prove(ref),
         })
     if cfg.tarball:
         base_tar = cfg.base_tarball
@@ -144,10 +147,6 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
         if client is not None:
             with dest.open("rb") as f:
                 client.images.load(f)
-            run = invoke_image(ref, events, t.memory_mb, cpus)
-            record["proof"] = {**check_proof(run["responses"], sample, f"image {ref}"),
-                               "loaded_with": "docker load",
-                               "first_response_s": run["first_response_s"],
-                               "init_ms": run["init_ms"]}
+            record["proof"] = {**prove(ref), "loaded_with": "docker load"}
         out.records.append(record)
         out.files.append(dest)

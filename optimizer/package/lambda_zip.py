@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +84,3 @@ def sample_event(png: bytes) -> dict:
         "requestContext": {"http": {"method": "POST", "path": "/"}},
         "body": base64.b64encode(png).decode(),
     }
-
-
-def copy_out(zips: list[Path], dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for z in zips:
-        shutil.copyfile(z, dest / z.name)

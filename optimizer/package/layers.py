@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path, PurePosixPath
 
+from optimizer.model import size_bytes
+
 
 def _owner_map(root: Path) -> dict[str, str]:
     """Top-level entry -> distribution name, read from each dist-info RECORD."""
@@ -26,11 +28,6 @@ def _owner_map(root: Path) -> dict[str, str]:
     return owners
 
 
-def _size(p: Path) -> int:
-    return p.stat().st_size if p.is_file() else sum(
-        q.stat().st_size for q in p.rglob("*") if q.is_file())
-
-
 def groups(root: Path) -> dict[str, list[Path]]:
     """distribution -> its top-level entries."""
     owners = _owner_map(root)
@@ -42,11 +39,11 @@ def groups(root: Path) -> dict[str, list[Path]]:
 
 def split(root: Path, count: int) -> list[list[Path]]:
     """count lists of top-level entries, balanced by unpacked size."""
-    dists = sorted(groups(root).items(), key=lambda kv: (-sum(_size(p) for p in kv[1]), kv[0]))
+    dists = sorted(groups(root).items(), key=lambda kv: (-sum(size_bytes(p) for p in kv[1]), kv[0]))
     bins: list[list[Path]] = [[] for _ in range(count)]
     sizes = [0] * count
     for _, entries in dists:
         i = min(range(count), key=lambda k: (sizes[k], k))
         bins[i] += entries
-        sizes[i] += sum(_size(p) for p in entries)
+        sizes[i] += sum(size_bytes(p) for p in entries)
     return [sorted(b) for b in bins if b]

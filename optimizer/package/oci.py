@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from optimizer.errors import BadInput
+from optimizer.model import sha256_file
 from optimizer.package.archive import files_under, safe_name, tar_layer, tar_mtime
 from optimizer.package.template import Template
 
@@ -36,14 +37,6 @@ class Blob:
     media_type: str
     path: Path | None = None  # a file holding the bytes, or
     member: str | None = None  # a member of the base tarball
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_member(tar: tarfile.TarFile, name: str) -> bytes:
@@ -136,7 +129,7 @@ def write(base_tar: Path, tpl: Template, context: Path, arch: str, tag: str,
             entries = [(f"{prefix}/{name}", p) for name, p in files_under(context / src)]
             path = Path(tmp) / f"layer{i}.tar"
             tar_layer(path, entries)
-            layers.append(Blob(_sha256(path), path.stat().st_size, LAYER_TAR, path=path))
+            layers.append(Blob(sha256_file(path), path.stat().st_size, LAYER_TAR, path=path))
             history.append(_history(f"COPY {src}/ {target}", created))
         inner = dict(config.get("config") or {})
         env = {k: v for k, v in (e.split("=", 1) for e in inner.get("Env") or [])}

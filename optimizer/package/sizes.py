@@ -61,9 +61,10 @@ def inspect_zip(path: Path) -> Part:
 
 def inspect_folder(path: Path) -> Part:
     """Unpacked size, and the zipped size measured by deflating every file as a zip would."""
-    files = [(name, p.stat().st_size) for name, p in files_under(path)]
+    listed = files_under(path)
+    files = [(name, p.stat().st_size) for name, p in listed]
     zipped = 22  # end-of-central-directory record
-    for name, p in files_under(path):
+    for name, p in listed:
         comp = zlib.compressobj(6, zlib.DEFLATED, -15)
         n = 0
         with p.open("rb") as f:

@@ -5,14 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from optimizer.model import size_bytes
 from optimizer.package.elfcheck import is_elf, needed, soname
 from optimizer.package.slim_rules import RULES
-
-
-def _tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _under(p: Path, paths: set[Path] | dict[Path, str]) -> bool:
@@ -31,13 +26,13 @@ def _protected(root: Path, doomed: set[Path]) -> set[str]:
 def _by_distribution(root: Path) -> dict[str, int]:
     from optimizer.package.layers import groups
 
-    return {dist: sum(_tree_size(p) for p in entries)
+    return {dist: sum(size_bytes(p) for p in entries)
             for dist, entries in sorted(groups(root).items())}
 
 
 def slim(root: Path) -> dict:
     """Apply RULES under root; returns bytes before/after and what each rule removed."""
-    before = _tree_size(root)
+    before = size_bytes(root)
     dists_before = _by_distribution(root)
     matches: dict[Path, str] = {}
     for pattern, reason in RULES:
@@ -53,7 +48,7 @@ def slim(root: Path) -> dict:
         if needed_here:  # the whole match stays: a kept library loads something in it
             kept_needed += [q.relative_to(root).as_posix() for q in needed_here]
             continue
-        removed[rule] = removed.get(rule, 0) + _tree_size(p)
+        removed[rule] = removed.get(rule, 0) + size_bytes(p)
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
@@ -61,7 +56,7 @@ def slim(root: Path) -> dict:
     dists_after = _by_distribution(root)
     return {
         "bytes_before": before,
-        "bytes_after": _tree_size(root),
+        "bytes_after": size_bytes(root),
         "removed_by_rule": dict(sorted(removed.items(), key=lambda kv: -kv[1])),
         "by_distribution": {d: {"before": b, "after": dists_after.get(d, 0)}
                             for d, b in dists_before.items()},

@@ -11,14 +11,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _peak_rss_mb() -> float:
-    """VmHWM, not ru_maxrss: the latter survives exec and would report the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def _prepare_runtimes(kinds: set[str], threads: int) -> None:
     """Import and initialise each runtime once, so no model's load_ms carries that cost.
 
@@ -97,7 +89,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 call(x)
                 times[name].append((time.perf_counter() - t0) * 1000)
-    peak = _peak_rss_mb()
+    from optimizer.hostinfo import peak_rss_bytes
+
+    peak = round((peak_rss_bytes() or 0) / 1024 / 1024, 1)
     for name, t in times.items():
         arr = np.asarray(t)
         stats[name].update({
