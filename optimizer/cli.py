@@ -225,6 +225,22 @@ def _event(dep, event: Path | None) -> Any:
         raise BadInput(f"{path}: not a readable JSON event ({exc})") from None
 
 
+def _memory_sizes(text: str) -> list[int]:
+    """Comma-separated memory sizes, each within Lambda's range, or one clear error."""
+    from optimizer import targets
+    from optimizer.errors import BadInput
+
+    try:
+        sizes = [int(m) for m in text.split(",") if m.strip()]
+        for m in sizes:
+            targets.vcpus(m)
+    except ValueError as exc:
+        raise BadInput(f"--memory: {exc}") from None
+    if not sizes:
+        raise BadInput("--memory: no memory size given")
+    return sizes
+
+
 @app.command()
 def invoke(
     package: PackageArg,
@@ -246,7 +262,7 @@ def invoke(
         from optimizer.lambda_local.deployable import open_deployable
         from optimizer.lambda_local.session import Session
 
-        targets.vcpus(memory)  # range check
+        _memory_sizes(str(memory))
         with tempfile.TemporaryDirectory(prefix="optimizer-invoke-") as work:
             dep = open_deployable(package, Path(work), runtime, handler)
             payload = _event(dep, event)
@@ -297,7 +313,6 @@ def tune(
     def run() -> int:
         import tempfile
 
-        from optimizer import targets
         from optimizer.errors import BadInput
         from optimizer.lambda_local import tune as tuning
         from optimizer.lambda_local.deployable import open_deployable
@@ -306,12 +321,7 @@ def tune(
 
         if strategy not in tuning.STRATEGIES:
             raise BadInput(f"--strategy must be one of {', '.join(tuning.STRATEGIES)}")
-        try:
-            sizes = [int(m) for m in memory.split(",") if m.strip()]
-            for m in sizes:
-                targets.vcpus(m)
-        except ValueError as exc:
-            raise BadInput(f"--memory: {exc}") from None
+        sizes = _memory_sizes(memory)
         progress = Progress()
         with tempfile.TemporaryDirectory(prefix="optimizer-tune-") as work:
             dep = open_deployable(package, Path(work))

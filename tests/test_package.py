@@ -303,11 +303,14 @@ def test_tune_over_five_sizes_writes_json_and_plot(zip_build, tmp_path):
     assert "<svg" in (tmp_path / "tune.html").read_text()
 
 
-def test_invoke_rejects_a_missing_event_file(zip_build, tmp_path):
+def test_invoke_rejects_a_missing_event_and_a_bad_memory_size(zip_build, tmp_path):
     root, _, _ = zip_build
     result = runner.invoke(app, ["invoke", str(root / "out"), "--event",
                                  str(tmp_path / "nope.json")])
     assert result.exit_code == 2 and "nope.json" in result.output
+    for memory in ("99999", "64"):
+        result = runner.invoke(app, ["invoke", str(root / "out"), "--memory", memory])
+        assert result.exit_code == 2 and "outside Lambda's 128..10240 MB" in result.output
 
 
 def test_build_runs_the_memory_sweep_as_validation(zip_build, tmp_path, tiny_keras):
