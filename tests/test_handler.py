@@ -106,6 +106,8 @@ def test_json_bodies_and_direct_invocation(app):
     ({"body": "", "rawPath": "/"}, 400, "empty_body"),
     ({"body": "{not json", "rawPath": "/"}, 400, "bad_json"),
     ({"body": "hello", "rawPath": "/"}, 400, "bad_json"),
+    ({"headers": True, "body": "0"}, 400, "bad_headers"),  # found by the fuzz test below
+    ({"headers": ["a"], "body": "{}", "rawPath": "/"}, 400, "bad_headers"),
     ({"image": "***"}, 400, "bad_base64"),
     ({"image": ""}, 400, "bad_image_field"),
     ({"picture": "abc"}, 400, "missing_image"),

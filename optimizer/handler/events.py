@@ -62,7 +62,10 @@ def _from_json(doc: Any) -> list[bytes]:
 
 
 def _header(event: dict, name: str) -> str:
-    for key, value in (event.get("headers") or {}).items():
+    headers = event.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise BadRequest(400, "bad_headers", "headers must be a JSON object")
+    for key, value in headers.items():
         if key.lower() == name:
             return str(value)
     return ""
