@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from optimizer import __version__
-from optimizer.errors import EXIT_GATE, EXIT_OK, OptimizerError
+from optimizer.errors import EXIT_GATE, EXIT_OK, BadInput, OptimizerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -75,6 +75,9 @@ def build(
     = False,
     cache_dir: Annotated[Path | None, typer.Option(
         help="cache folder [default: $OPTIMIZER_CACHE or ~/.cache/optimizer]")] = None,
+    prefer: Annotated[str | None, typer.Option(
+        help="ship the fastest ('speed') or the smallest ('size') artifact that passes "
+        "[default: the recipe's validate.prefer]")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a recipe end to end and write its artifacts and report."""
@@ -85,10 +88,12 @@ def build(
         from optimizer.progress import Progress
         from optimizer.recipe import load_recipe
 
+        if prefer not in (None, "speed", "size"):
+            raise BadInput(f"--prefer must be 'speed' or 'size', got {prefer!r}")
         parsed = load_recipe(recipe)
         progress = Progress()
         result = do_build(parsed, recipe, out, Cache(cache_dir or default_root()), progress,
-                          force=force)
+                          force=force, prefer=prefer)
         r = result.report
 
         def text() -> None:
@@ -214,7 +219,6 @@ TimeoutOpt = Annotated[float, typer.Option(help="function timeout in seconds")]
 
 
 def _event(dep, event: Path | None) -> Any:
-    from optimizer.errors import BadInput
 
     path = event or dep.sample_event
     if path is None:
@@ -228,7 +232,6 @@ def _event(dep, event: Path | None) -> Any:
 def _memory_sizes(text: str) -> list[int]:
     """Comma-separated memory sizes, each within Lambda's range, or one clear error."""
     from optimizer import targets
-    from optimizer.errors import BadInput
 
     try:
         sizes = [int(m) for m in text.split(",") if m.strip()]
@@ -313,7 +316,6 @@ def tune(
     def run() -> int:
         import tempfile
 
-        from optimizer.errors import BadInput
         from optimizer.lambda_local import tune as tuning
         from optimizer.lambda_local.deployable import open_deployable
         from optimizer.progress import Progress

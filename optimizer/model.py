@@ -37,6 +37,11 @@ def sha256_tree(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_digests(paths: list[Path]) -> dict[str, str]:
+    """Content digests of files a config points at, for cache keys (paths alone could lie)."""
+    return {str(p): sha256_tree(p) for p in paths}
+
+
 def size_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimizer.errors import BadInput
+from optimizer.report import pareto_plot
 from optimizer.report.markdown import render
+from optimizer.report.students import STUDENT_STEPS
 
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact
@@ -57,15 +59,18 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         for art in artifacts:
-            if art.candidate or art.step == "architecture":
+            if art.candidate or art.step in ("architecture", *STUDENT_STEPS):
                 _copy_model(art, tmp / artifact_file(art))
         if package_files:
             (tmp / "package").mkdir()
             for f in package_files:
                 shutil.copyfile(f, tmp / "package" / f.name)
-        src = artifacts[0].model
-        _write_json(tmp / "preprocess.json", src.preprocess.model_dump(mode="json"))
-        _write_json(tmp / "labels.json", src.classes)
+        # the contract of what ships (a student has its own input size)
+        shipped = next((a for a in artifacts if a.name == report.get("ship")), artifacts[0])
+        _write_json(tmp / "preprocess.json", shipped.model.preprocess.model_dump(mode="json"))
+        _write_json(tmp / "labels.json", shipped.model.classes)
+        if (svg := pareto_plot.render(report)) is not None:
+            (tmp / "pareto.svg").write_text(svg)
         _write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(render(report))
         with open(out.parent / f".{out.name}.lock", "w") as lock:

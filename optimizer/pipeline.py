@@ -5,9 +5,12 @@ The only module that knows about the cache and the output folder; steps just tra
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,16 @@ from optimizer import __version__, hostinfo, targets
 from optimizer.cache import Cache, code_digest, make_key, versions
 from optimizer.data import Dataset, load_dataset, prepared
 from optimizer.errors import GateFailed
-from optimizer.model import ModelRef, sha256_file, size_bytes
+from optimizer.model import ModelRef, file_digests, sha256_file, size_bytes
 from optimizer.outdir import artifact_file, check_replaceable, publish
 from optimizer.package.build import Packager, Packages
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
+from optimizer.report import students
 from optimizer.sources import SOURCES
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
+from optimizer.train import parallel
 from optimizer.validate import gates as gate_checks
 from optimizer.validate.accuracy import predict, score
 from optimizer.validate.latency import cap_note, measure
@@ -48,6 +53,9 @@ class Artifact:
     seconds: float
     validation: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)
+    parent: str | None = None  # the artifact this one was made from
+    variant: str = ""  # the candidate (student) it descends from, if the recipe lists several
+    step_name: str = "source"  # the recipe step that made it
 
     @property
     def candidate(self) -> bool:
@@ -67,9 +75,11 @@ class BuildResult:
 
 class Builder:
     def __init__(self, recipe: Recipe, recipe_file: Path, cache: Cache, progress: Progress,
-                 force: bool = False) -> None:
+                 force: bool = False, prefer: str | None = None) -> None:
         self.recipe, self.recipe_file = recipe, recipe_file
         self.cache, self.progress, self.force = cache, progress, force
+        self.prefer = prefer or recipe.gates.prefer
+        self._count = threading.Lock()  # candidates may finish on several threads
         self.hits = self.misses = 0
 
     # --- producing models -------------------------------------------------------------
@@ -82,21 +92,32 @@ class Builder:
             produce(tmp)
 
         path, hit = self.cache.ensure_dir(key, run, {"label": label}, self.force)
+        with self._count:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
         if hit:
-            self.hits += 1
             self.progress.log(f"[green]cached[/] {label}")
-        else:
-            self.misses += 1
         return path, hit
 
     def _cached_model(self, key: str, label: str, produce) -> tuple[ModelRef, bool, float]:
+        """Made by `produce(tmp, checkpoints)`; checkpoints outlive a crash, not success."""
         t0 = time.perf_counter()
-        path, hit = self.cached_dir(key, label, lambda tmp: produce(tmp).write_meta(tmp))
+        checkpoints = self.cache.root / "checkpoints" / key
+        path, hit = self.cached_dir(
+            key, label, lambda tmp: produce(tmp, checkpoints).write_meta(tmp))
+        shutil.rmtree(checkpoints, ignore_errors=True)
         return ModelRef.read(path), hit, 0.0 if hit else time.perf_counter() - t0
 
-    def _context(self, out_dir: Path, dataset: Dataset) -> StepContext:
+    def _cached_parts(self, parts: dict[str, Any], label: str,
+                      produce: Callable[[Path], None]) -> Path:
+        return self.cached_dir(make_key(parts), label, produce)[0]
+
+    def _context(self, out_dir: Path, dataset: Dataset, checkpoints: Path) -> StepContext:
         return StepContext(out_dir=out_dir, recipe=self.recipe, dataset=dataset,
-                           progress=self.progress)
+                           progress=self.progress, checkpoints=checkpoints,
+                           cached=self._cached_parts)
 
     def source(self, dataset: Dataset) -> Artifact:
         cfg = self.recipe.source
@@ -108,39 +129,79 @@ class Builder:
         key = make_key({
             "source": cfg.model_dump(mode="json"), "dataset": dataset.digest,
             "versions": versions(loader.tools),
-            "code": code_digest(loader.module, *COMMON_CODE),
+            "code": code_digest(*loader.modules, *COMMON_CODE),
         })
         ref, cached, secs = self._cached_model(
             key, f"source ({cfg.kind} {getattr(cfg, 'architecture', '')})",
-            lambda tmp: loader.load(cfg, dataset, self._context(tmp, dataset)),
+            lambda tmp, ckpt: loader.load(cfg, dataset, self._context(tmp, dataset, ckpt)),
         )
         return Artifact("source", cfg.kind, ref, cached, secs)
 
     def steps(self, source: Artifact, dataset: Dataset) -> list[Artifact]:
-        made = {"source": source}
+        """Each step runs once per artifact of its input, and once per candidate it lists."""
+        made: dict[str, list[Artifact]] = {"source": [source]}
         out = []
         for cfg in self.recipe.steps:
-            spec = STEPS[cfg.step]
-            parent = made[cfg.input]
-            key = make_key({
-                "step": cfg.step,
-                "config": cfg.model_dump(mode="json", exclude={"name", "input"}),
-                "input": parent.model.digest,
-                "dataset": dataset.digest if spec.uses_data else None,
-                "target": self.recipe.target.name,
-                "versions": versions(spec.tools),
-                "code": code_digest(spec.module, *COMMON_CODE),
-            })
-            ref, cached, secs = self._cached_model(
-                key, f"{cfg.name} ({cfg.step} <- {cfg.input})",
-                lambda tmp, cfg=cfg, spec=spec, parent=parent: spec.run(
-                    parent.model, cfg, self._context(tmp, dataset)
-                ),
-            )
-            art = Artifact(cfg.name, cfg.step, ref, cached, secs)
-            made[cfg.name] = art
-            out.append(art)
+            tasks = [(parent, label, one) for parent in made[cfg.input]
+                     for label, one in cfg.variants()]
+            if STEPS[cfg.step].produces == "tf" and len(tasks) > 1:
+                made[cfg.name] = self._train_many(cfg.name, tasks, dataset)
+            else:
+                made[cfg.name] = [self._step(cfg.name, one, parent, label, dataset)
+                                  for parent, label, one in tasks]
+            out += made[cfg.name]
         return out
+
+    def _train_many(self, name: str, tasks: list, dataset: Dataset) -> list[Artifact]:
+        """Candidates in worker processes, as many at once as cores and memory allow."""
+        plan = parallel.plan(len(tasks))
+        self.progress.log(f"train {len(tasks)} candidates of '{name}': {plan.reason}")
+        if plan.jobs == 1:
+            return [self._step(name, one, parent, label, dataset)
+                    for parent, label, one in tasks]
+        for parent, _, one in tasks:  # shared inputs (teacher outputs) once, not per worker
+            if prepare := STEPS[one.step].prepare:
+                prepare(parent.model, one, self._context(self.cache.root, dataset,
+                                                         self.cache.root))
+        workers = parallel.pool(plan.jobs)
+        threads = ThreadPoolExecutor(plan.jobs)
+
+        def remote(model: ModelRef, cfg, ctx: StepContext) -> ModelRef:
+            return workers.submit(parallel.run_step, {
+                "model": model, "config": cfg, "recipe": self.recipe,
+                "out_dir": str(ctx.out_dir), "checkpoints": str(ctx.checkpoints),
+                "cache_root": str(self.cache.root), "threads": plan.threads}).result()
+
+        try:
+            futures = [threads.submit(self._step, name, one, parent, label, dataset, remote)
+                       for parent, label, one in tasks]
+            return [f.result() for f in futures]
+        finally:
+            parallel.stop(workers)  # on an interrupt too: checkpoints let a rerun resume
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    def _step(self, name: str, cfg, parent: Artifact, label: str, dataset: Dataset,
+              run: Callable | None = None) -> Artifact:
+        spec = STEPS[cfg.step]
+        run = run or spec.run
+        variant = "+".join(v for v in (parent.variant, label) if v)
+        full = f"{name}@{variant}" if variant else name
+        key = make_key({
+            "step": cfg.step,
+            "config": cfg.model_dump(mode="json", exclude={"name", "input"}),
+            "files": file_digests(cfg.input_files()),
+            "input": parent.model.digest,
+            "dataset": dataset.digest if spec.uses_data else None,
+            "target": self.recipe.target.name,
+            "versions": versions(spec.tools),
+            "code": code_digest(*spec.modules, *COMMON_CODE),
+        })
+        ref, cached, secs = self._cached_model(
+            key, f"{full} ({cfg.step} <- {parent.name})",
+            lambda tmp, ckpt: run(parent.model, cfg, self._context(tmp, dataset, ckpt)),
+        )
+        return Artifact(full, cfg.step, ref, cached, secs, parent=parent.name, variant=variant,
+                        step_name=name)
 
     # --- measuring --------------------------------------------------------------------
 
@@ -178,7 +239,7 @@ class Builder:
         if hit is None:
             self.misses += 1
             self.progress.log(f"[cyan]measure[/] latency of {', '.join(a.name for a in group)}")
-            x = prepared(dataset, "test", group[0].model.preprocess, limit=1)
+            x = {a.name: prepared(dataset, "test", a.model.preprocess, limit=1) for a in group}
             hit = measure({a.name: a.model for a in group}, x, t.threads, g.latency.warmup,
                           g.latency.runs, targets.TARGETS[t.name].isa)
             self.cache.put_json(key, hit)
@@ -214,7 +275,7 @@ class Builder:
                 / max(1, len(reference)), 3)
             v["size_bytes"] = size_bytes(art.model.path)
             art.gates = gate_checks.check(art, source, self.recipe)
-        ship = gate_checks.choose(artifacts)
+        ship = gate_checks.choose(artifacts, self.prefer)
         with tempfile.TemporaryDirectory(prefix=".package-", dir=self.cache.root) as work:
             packages = self.package(artifacts, ship, dataset, Path(work))
             seconds = time.perf_counter() - t0
@@ -233,7 +294,11 @@ class Builder:
             return Packages()
         if cfg.model == "ship" and ship is None:
             return Packages(notes=["not packaged: no artifact passed the gates"])
-        art = ship if cfg.model == "ship" else next(a for a in artifacts if a.name == cfg.model)
+        art = ship
+        if cfg.model != "ship":  # a step name: its one artifact, or its best candidate
+            mine = [a for a in artifacts if a.step_name == cfg.model]
+            art = (gate_checks.choose(mine, self.prefer)
+                   or gate_checks.choose(mine, self.prefer, require_pass=False))
         return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work)
 
     def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,
@@ -260,6 +325,9 @@ class Builder:
                 "gates": art.gates,
                 "passed": art.passed,
                 "candidate": art.candidate,
+                "parent": art.parent,
+                "variant": art.variant,
+                "step_name": art.step_name,
                 "estimate": {
                     "duration_ms": round(est_ms, 3),
                     "cost_per_million_usd": round(
@@ -293,6 +361,9 @@ class Builder:
                         "splits": {s: len(dataset.indices(s)) for s in ("train", "val", "test")}},
             "libraries": hostinfo.library_versions(),
             "artifacts": rows,
+            "prefer": self.prefer,
+            "candidates": students.candidates(rows, self.prefer),
+            "teacher_student": students.teacher_student(rows, ship.name if ship else None),
             "ship": ship.name if ship else None,
             "ship_file": artifact_file(ship) if ship else None,
             "passed": ship is not None,
@@ -301,6 +372,6 @@ class Builder:
 
 
 def build(recipe: Recipe, recipe_file: Path, out_dir: Path | None, cache: Cache,
-          progress: Progress, force: bool = False) -> BuildResult:
+          progress: Progress, force: bool = False, prefer: str | None = None) -> BuildResult:
     out = out_dir or Path("artifacts") / recipe.name
-    return Builder(recipe, recipe_file, cache, progress, force).run(out)
+    return Builder(recipe, recipe_file, cache, progress, force, prefer).run(out)

@@ -14,11 +14,19 @@ from rich.progress import Progress as RichProgress
 class Progress:
     def __init__(self, quiet: bool = False) -> None:
         self.console = Console(stderr=True, quiet=quiet)
+        if not self.console.is_terminal:  # logs and CI: 80 columns would truncate the tables
+            self.console.width = max(self.console.width, 140)
         self.events: list[dict] = []
 
     def log(self, message: str) -> None:
         self.events.append({"t": round(time.time(), 3), "message": message})
         self.console.print(message, highlight=False)
+
+    def step_log(self, message: str) -> None:
+        """A line per unit of long work: kept in the events, printed where no bar is drawn."""
+        self.events.append({"t": round(time.time(), 3), "message": message})
+        if not self.console.is_terminal:
+            self.console.print(message, highlight=False)
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator:
@@ -32,26 +40,3 @@ class Progress:
                 bar.update(tid, advance=n, note=note or "")
 
             yield advance
-
-    def keras_callback(self, description: str, epochs: int):
-        import keras
-
-        progress = self
-
-        class _EpochProgress(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self._cm = progress.task(description, total=epochs)
-                self._advance = self._cm.__enter__()
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                note = " ".join(f"{k}={v:.4f}" for k, v in logs.items()
-                                if k in ("loss", "accuracy", "val_accuracy"))
-                self._advance(1, f"epoch {epoch + 1}/{epochs} {note}")
-                progress.events.append({"t": round(time.time(), 3),
-                                        "message": f"{description} epoch {epoch + 1}: {note}"})
-
-            def on_train_end(self, logs=None):
-                self._cm.__exit__(None, None, None)
-
-        return _EpochProgress()

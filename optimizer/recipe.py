@@ -15,7 +15,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,27 +22,15 @@ from pydantic import (
 from optimizer import targets
 from optimizer.errors import RecipeError
 from optimizer.preprocess import Preprocess
+from optimizer.recipe_paths import ExistingDir, ExistingFile
 from optimizer.steps import STEPS, AnyStep
+from optimizer.train.config import Architecture, StudentSpec, TrainConfig
 from optimizer.yamlfile import load as load_yaml
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-
-def _resolve(value: Path, info: ValidationInfo, must: str) -> Path:
-    """Relative paths are relative to the recipe file; the file must exist now, not mid-build."""
-    base = (info.context or {}).get("base")
-    path = value if value.is_absolute() or base is None else Path(base) / value
-    if must == "file" and not path.is_file():
-        raise ValueError(f"file not found: {path}")
-    if must == "dir" and not path.is_dir():
-        raise ValueError(f"folder not found: {path}")
-    return path
-
-
-ExistingFile = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "file"))]
-ExistingDir = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "dir"))]
 
 # --- sources -------------------------------------------------------------------------
 
@@ -81,29 +68,12 @@ class OnnxSource(Strict):
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
 
-class TrainConfig(Strict):
-    epochs: int = Field(default=10, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    learning_rate: float = Field(default=2e-3, gt=0, le=1)
-    augment: float = Field(
-        default=0.1, ge=0, le=0.5, description="max random shift and zoom (fraction); 0 = off"
-    )
-    seed: int = 0
-
-
-Architecture = Literal[
-    "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50",
-    "Xception",
-]
-
-
-class ArchitectureSource(Strict):
+class ArchitectureSource(StudentSpec):
     """A Keras application trained here on the recipe's data: nothing can be downloaded."""
 
     kind: Literal["architecture"]
     architecture: Architecture
-    alpha: float = Field(default=1.0, ge=0.1, le=2.0, description="width multiplier")
-    input_size: int = Field(default=96, ge=32, le=512)
+    channels: Literal[1, 3] = Field(default=3, description="1 trains on grey images")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
@@ -203,6 +173,9 @@ class Gates(Strict):
     max_latency_ms: float | None = Field(default=None, gt=0, description="batch-1 p50")
     max_model_mb: float | None = Field(default=None, gt=0)
     test_samples: int | None = Field(default=None, ge=1, description="cap on the test split")
+    prefer: Literal["speed", "size"] = Field(
+        default="speed", description="among artifacts that pass: the fastest (p50) or the "
+        "smallest; `optimizer build --prefer` overrides")
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
 
 
@@ -296,7 +269,7 @@ class Recipe(Strict):
                     f"{', '.join(produced)}"
                 )
             have = produced[step.input]
-            if have != spec.consumes:
+            if spec.consumes not in ("any", have):
                 hint = " (add an export_onnx step first)" if spec.consumes == "onnx" else ""
                 raise _Wiring(
                     ("steps", i, "step"), f"{step.step} needs a {spec.consumes} model but "
@@ -416,6 +389,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(str(path), line, dotted, message) from None
 
 
+SHAPE_TAGS = ("list", "grid")
+
+
 def _without_tags(data: Any, loc: tuple) -> tuple:
     """Drop the union tags pydantic puts in error paths (steps.2.quantize.mode -> steps.2.mode).
 
@@ -425,6 +401,8 @@ def _without_tags(data: Any, loc: tuple) -> tuple:
     """
     node, shown, tag_seen = data, [], False
     for part in loc:
+        if part in SHAPE_TAGS and not (isinstance(node, dict) and part in node):
+            continue  # a union told apart by shape (steps.N.candidates: list or grid)
         if (not tag_seen and isinstance(node, dict)
                 and part in (node.get("kind"), node.get("step"))):
             tag_seen = True

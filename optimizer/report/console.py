@@ -16,9 +16,11 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
     console = console or Console()
     table = Table(title=f"{r['recipe']['name']}: {r['target']['threads']} thread(s), "
                   f"{r['target']['memory_mb']} MB, {r['host']['model']}")
-    for col in ("artifact", "size MB", "accuracy %", "agreement %", "p50 ms", "p95 ms",
-                "load ms", "gates"):
-        table.add_column(col, justify="left" if col in ("artifact", "gates") else "right")
+    longest = max(len(a["name"]) for a in r["artifacts"]) + 2
+    table.add_column("artifact", no_wrap=True, min_width=min(longest, 40))
+    for col in ("size MB", "accuracy %", "agreement %", "p50 ms", "p95 ms", "load ms",
+                "gates"):
+        table.add_column(col, justify="left" if col == "gates" else "right")
     for a in r["artifacts"]:
         v = a["validation"]
         lat = v["latency"]
@@ -45,7 +47,14 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
     else:
         console.print(f"cache: {cache['hits']} reused, {cache['misses']} built; {r['seconds']} s")
     if r["ship"]:
-        console.print(f"ship: {out_dir / r['ship_file']}  (* fastest within the gates)")
+        which = "smallest" if r.get("prefer") == "size" else "fastest"
+        console.print(f"ship: {out_dir / r['ship_file']}  (* {which} within the gates)")
+    if ts := r.get("teacher_student"):
+        console.print(
+            f"student {ts['student']['name']}: {ts['accuracy_delta']:+.2f} points against the "
+            f"teacher, {ts.get('speedup_vs_teacher_onnx', ts['speedup_vs_teacher'])}x faster, "
+            f"{ts.get('smaller_vs_teacher_onnx', ts['smaller_vs_teacher'])}x smaller "
+            f"(teacher as {'ONNX' if 'teacher_onnx' in ts else 'trained'})")
     console.print(f"report: {out_dir / 'report.md'}")
 
 

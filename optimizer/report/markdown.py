@@ -11,6 +11,52 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} MB"
 
 
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}x"
+
+
+def _students(r: dict[str, Any]) -> list[str]:
+    """Teacher beside the shipped student, then every candidate, then the plot."""
+    lines: list[str] = []
+    if ts := r.get("teacher_student"):
+        lines += ["", "## Teacher and student", "",
+                  "| | artifact | params | accuracy | p50 ms | size |",
+                  "|---|---|---:|---:|---:|---:|"]
+        sides = [("teacher", ts["teacher"]), ("teacher as ONNX", ts.get("teacher_onnx")),
+                 ("student (ship)", ts["student"])]
+        for label, side in sides:
+            if side is None:
+                continue
+            params = f"{side['params']:,}" if side.get("params") else "-"
+            lines.append(f"| {label} | {side['name']} | {params} | {side['accuracy']:.2f}% | "
+                         f"{side['p50_ms']:.3f} | {_mb(side['size_bytes'])} |")
+        lines += ["", f"The student is {ts['accuracy_delta']:+.2f} points against the teacher, "
+                  f"{_ratio(ts.get('speedup_vs_teacher_onnx'))} faster and "
+                  f"{_ratio(ts.get('smaller_vs_teacher_onnx'))} smaller than the teacher as "
+                  f"ONNX ({_ratio(ts['speedup_vs_teacher'])} and "
+                  f"{_ratio(ts['smaller_vs_teacher'])} against the teacher as trained), "
+                  "measured in this run."]
+    if cands := r.get("candidates"):
+        lines += ["", f"## Candidates (ship preference: {r.get('prefer', 'speed')})", "",
+                  "| student | method | params | labels / unlabeled | epochs (best) | "
+                  "best val | best artifact | accuracy | p50 ms | size | passed |",
+                  "|---|---|---:|---|---|---:|---|---:|---:|---:|---|"]
+        for c in cands:
+            val = c["best_val_accuracy"]
+            stop = " early" if c["stopped_early"] else ""
+            resumed = f", resumed at {c['resumed_from']}" if c["resumed_from"] else ""
+            shown_val = "-" if val is None else f"{val:.2f}%"
+            lines.append(
+                f"| {c['student']} | {c['method']} | {c['params'] or 0:,} | "
+                f"{c['labeled']} / {c['unlabeled']} | {c['epochs']} ({c['best_epoch']}{stop}"
+                f"{resumed}) | {shown_val} | {c['best_artifact']} | "
+                f"{c['accuracy']:.2f}% | {c['p50_ms']:.3f} | {_mb(c['size_bytes'])} | "
+                f"{'yes' if c['best_passed'] else 'no'} |")
+        lines += ["", "![accuracy against latency and against size; the dashed line is the "
+                  "Pareto front](pareto.svg)"]
+    return lines
+
+
 def render(r: dict[str, Any]) -> str:
     t, h = r["target"], r["host"]
     vs = h["versus_target"]
@@ -50,6 +96,7 @@ def render(r: dict[str, Any]) -> str:
         f"after {r['artifacts'][0]['validation']['latency']['warmup']} warm-up runs, with "
         f"{t['threads']} intra-op thread(s) for {t['memory_mb']} MB ({t['vcpus']} vCPU). "
         "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied.",
+        *_students(r),
         "",
         "## Machine and target",
         "",
@@ -70,7 +117,7 @@ def render(r: dict[str, Any]) -> str:
     for a in r["artifacts"]:
         info = a["info"]
         shown = "; ".join(f"{k}: {v}" for k, v in info.items()
-                          if k not in ("history", "ops", "ops_before", "ops_after", "why",
+                          if k not in ("training", "ops", "ops_before", "ops_after", "why",
                                        "passes"))
         lines.append(f"- **{a['name']}** ({a['step']}, {'cached' if a['cached'] else 'built'}"
                      f" in {a['build_seconds']} s): {shown}")

@@ -10,22 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from optimizer.sources import architecture, keras_file, onnx_file, savedmodel
+from optimizer.steps import TRAIN_CODE
 
 
 @dataclass(frozen=True)
 class SourceLoader:
     load: Callable
     trains: bool
-    module: str
+    modules: tuple[str, ...]
     tools: tuple[str, ...] = ()
 
 
 SOURCES: dict[str, SourceLoader] = {
-    "keras": SourceLoader(keras_file.load, False, keras_file.__file__),
-    "savedmodel": SourceLoader(savedmodel.load, False, savedmodel.__file__),
-    "onnx": SourceLoader(onnx_file.load, False, onnx_file.__file__),
+    "keras": SourceLoader(keras_file.load, False, (keras_file.__file__,)),
+    "savedmodel": SourceLoader(savedmodel.load, False, (savedmodel.__file__,)),
+    "onnx": SourceLoader(onnx_file.load, False, (onnx_file.__file__,)),
     "architecture": SourceLoader(
-        architecture.load, True, architecture.__file__,
+        architecture.load, True, (architecture.__file__, *TRAIN_CODE),
         ("tensorflow", "tensorflow-cpu", "keras", "numpy"),
     ),
 }

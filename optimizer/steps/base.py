@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,12 +29,24 @@ class StepConfig(BaseModel):
         default=None, description="name of an earlier step (or 'source'); defaults to the previous"
     )
 
+    def input_files(self) -> list[Path]:
+        """Files the config points at, whose contents enter the cache key."""
+        return []
+
+    def variants(self) -> list[tuple[str, StepConfig]]:
+        """(label, config) per artifact this step makes from one input; "" when only one."""
+        return [("", self)]
+
 
 @dataclass
 class StepContext:
-    """Everything a step may read; it writes only under `out_dir`."""
+    """Everything a step may read; it writes only under `out_dir` (and `checkpoints`)."""
 
     out_dir: Path
     recipe: Recipe
     dataset: Dataset
     progress: Progress
+    # survives a crash of this step, so a rerun resumes; removed once the step's entry lands
+    checkpoints: Path
+    # cached(key parts, label, produce(folder)) -> folder: shared intermediate results
+    cached: Callable[[dict[str, Any], str, Callable[[Path], None]], Path]

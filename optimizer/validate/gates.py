@@ -36,10 +36,16 @@ def check(art: Artifact, source: Artifact, recipe: Recipe) -> list[dict[str, Any
     return out
 
 
-def choose(artifacts: list[Artifact]) -> Artifact | None:
-    """The fastest deployable artifact that passed every gate: measured, never assumed."""
-    passing = [a for a in artifacts if a.candidate and a.passed]
-    return min(passing, key=lambda a: a.validation["latency"]["p50_ms"], default=None)
+def choose(artifacts: list[Artifact], prefer: str = "speed",
+           require_pass: bool = True) -> Artifact | None:
+    """The fastest (or smallest) deployable artifact that passed every gate: measured."""
+    pool = [a for a in artifacts if a.candidate and (a.passed or not require_pass)]
+
+    def cost(a: Artifact) -> tuple:
+        p50, size = a.validation["latency"]["p50_ms"], a.validation["size_bytes"]
+        return (size, p50, a.name) if prefer == "size" else (p50, size, a.name)
+
+    return min(pool, key=cost, default=None)
 
 
 def explain_failure(artifacts: list[Artifact]) -> str:

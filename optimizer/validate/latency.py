@@ -40,17 +40,28 @@ def cap_note(kind: str, target: str) -> str:
     return f"oneDNN max ISA {ONEDNN_CAP.get(vs['target_isa'], 'unset')}"
 
 
-def measure(models: dict[str, ModelRef], sample: np.ndarray, threads: int, warmup: int,
-            runs: int, target_isa: str, timeout: float = 1800.0) -> dict[str, dict]:
-    """{name: stats}, all timed in one process at `threads` intra-op threads."""
+def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarray],
+            threads: int, warmup: int, runs: int, target_isa: str,
+            timeout: float = 1800.0) -> dict[str, dict]:
+    """{name: stats}, all timed in one process at `threads` intra-op threads.
+
+    `sample` is one input for all, or one per model (students have their own input size).
+    """
+    per_model = sample if isinstance(sample, dict) else {n: sample for n in models}
     with tempfile.TemporaryDirectory(prefix="optimizer-lat-") as tmp:
-        inp = Path(tmp) / "x.npy"
-        np.save(inp, sample.astype(np.float32))
+        inputs, saved = {}, {}
+        for name in models:
+            arr = per_model[name]
+            if id(arr) not in saved:
+                saved[id(arr)] = Path(tmp) / f"x{len(saved)}.npy"
+                np.save(saved[id(arr)], arr.astype(np.float32))
+            inputs[name] = str(saved[id(arr)])
         args = {
             "models": {n: {"kind": m.kind, "path": str(m.path),
-                           "signature": m.info.get("signature", "serving_default")}
+                           "signature": m.info.get("signature", "serving_default"),
+                           "input": inputs[n]}
                        for n, m in models.items()},
-            "input": str(inp), "threads": threads, "warmup": warmup, "runs": runs,
+            "threads": threads, "warmup": warmup, "runs": runs,
             "rounds": max(1, runs // RUNS_PER_ROUND),
         }
         env = {**os.environ, **isa_env(target_isa), "OMP_NUM_THREADS": str(threads),

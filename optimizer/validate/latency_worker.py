@@ -61,7 +61,7 @@ def _tf(kind: str, path: str, signature: str, shape: tuple) -> Callable:
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    x = np.load(args["input"])
+    inputs = {name: np.load(m["input"]) for name, m in args["models"].items()}
     threads = int(args["threads"])
     rounds = max(1, int(args["rounds"]))
     per_round = max(1, int(args["runs"]) // rounds)
@@ -72,18 +72,19 @@ def main() -> None:
         if m["kind"] == "onnx":
             calls[name] = _onnx(m["path"], threads)
         else:
-            calls[name] = _tf(m["kind"], m["path"], m["signature"], x.shape)
+            calls[name] = _tf(m["kind"], m["path"], m["signature"], inputs[name].shape)
         load_ms = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
-        calls[name](x)
+        calls[name](inputs[name])
         stats[name] = {"load_ms": round(load_ms, 3),
                        "first_ms": round((time.perf_counter() - t0) * 1000, 3)}
         times[name] = []
-    for call in calls.values():
+    for name, call in calls.items():
         for _ in range(int(args["warmup"])):
-            call(x)
+            call(inputs[name])
     for _ in range(rounds):  # short alternating rounds: drift in machine speed hits all alike
         for name, call in calls.items():
+            x = inputs[name]
             call(x)  # untimed: refill caches after the other models ran
             for _ in range(per_round):
                 t0 = time.perf_counter()

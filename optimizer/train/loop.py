@@ -1,0 +1,226 @@
+"""The training loop: one objective for labels, teacher outputs or both, checkpointed each epoch.
+
+A checkpoint is the model's weights, the optimizer's state (its step count drives the
+learning-rate schedule), the best weights so far and the early-stopping counters, written
+to a fresh folder and then named current with one rename. A killed run resumes from the
+last complete epoch and, because batches are drawn per (seed, epoch), sees the same data an
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimizer.train.augment import shift_zoom
+from optimizer.train.config import TrainConfig
+
+CURRENT = "current"
+VAL_CHUNK = 256
+
+
+@dataclass
+class TrainData:
+    x: np.ndarray  # model-ready NHWC float32
+    labels: np.ndarray  # int64; -1 marks an image without a label
+    teacher: np.ndarray | None  # teacher logits per image, or None for labels only
+    val_x: np.ndarray | None
+    val_y: np.ndarray | None
+    fill: np.ndarray  # what a black pixel becomes after preprocessing, per channel
+
+    def __post_init__(self) -> None:
+        if self.teacher is None and (self.labels < 0).any():
+            raise ValueError("images without labels need teacher outputs")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Hinton et al.'s loss: soft_weight * T^2 * KL(teacher_T || student_T) + the rest * CE.
+
+    Images without a label get the soft term alone.
+    """
+
+    temperature: float = 1.0
+    soft_weight: float = 0.0
+
+    def loss(self, n_classes: int):
+        from keras import ops
+
+        t, w = self.temperature, self.soft_weight
+
+        def loss(y_true, logits):
+            label = ops.cast(ops.maximum(y_true[:, 0], 0), "int32")
+            has = y_true[:, 1]
+            logp = ops.log_softmax(logits, axis=-1)
+            ce = -ops.sum(ops.one_hot(label, n_classes) * logp, axis=-1)
+            if w == 0:
+                return ops.sum(ce * has) / ops.maximum(ops.sum(has), 1.0)
+            teacher = y_true[:, 2:] / t
+            kl = ops.sum(ops.softmax(teacher, axis=-1) * (
+                ops.log_softmax(teacher, axis=-1) - ops.log_softmax(logits / t, axis=-1)),
+                axis=-1) * (t * t)
+            return ops.mean(has * ((1 - w) * ce + w * kl) + (1 - has) * kl)
+
+        return loss
+
+
+def _schedule(cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warm else cfg.learning_rate,
+        decay_steps=max(1, total - warm),
+        alpha=1.0 if cfg.schedule == "constant" else 0.0,
+        warmup_target=cfg.learning_rate if warm else None,
+        warmup_steps=warm,
+    )
+
+
+def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 in fixed-size chunks (padded), so the predict function is traced once."""
+    hits = 0
+    for i in range(0, len(x), VAL_CHUNK):
+        chunk = x[i : i + VAL_CHUNK]
+        n = len(chunk)
+        if n < VAL_CHUNK:
+            chunk = np.concatenate([chunk, np.zeros((VAL_CHUNK - n, *x.shape[1:]), x.dtype)])
+        out = np.asarray(model.predict_on_batch(chunk))[:n]
+        hits += int((out.argmax(axis=1) == y[i : i + n]).sum())
+    return 100.0 * hits / max(1, len(x))
+
+
+class Checkpoints:
+    """Epoch folders under `root`; the file `current` names the last complete one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def latest(self) -> tuple[Path, dict[str, Any]] | None:
+        pointer = self.root / CURRENT
+        if not pointer.is_file():
+            return None
+        folder = self.root / pointer.read_text().strip()
+        try:
+            return folder, json.loads((folder / "state.json").read_text())
+        except (OSError, ValueError):
+            return None  # a damaged checkpoint means starting over, not a crash
+
+    def save(self, model, optimizer, state: dict[str, Any], best_improved: bool) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{state['epoch']:04d}"
+        folder = self.root / f".{name}.tmp"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        model.save_weights(folder / "last.weights.h5")
+        np.savez(folder / "optimizer.npz", *[np.asarray(v) for v in optimizer.variables])
+        previous = self.latest()
+        if best_improved or previous is None:
+            model.save_weights(folder / "best.weights.h5")
+        else:
+            shutil.copyfile(previous[0] / "best.weights.h5", folder / "best.weights.h5")
+        (folder / "state.json").write_text(json.dumps(state))
+        os.replace(folder, self.root / name)
+        tmp_pointer = self.root / f".{CURRENT}.tmp"
+        tmp_pointer.write_text(name)
+        os.replace(tmp_pointer, self.root / CURRENT)
+        for old in self.root.glob("epoch-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def restore(folder: Path, model, optimizer) -> None:
+        model.load_weights(folder / "last.weights.h5")
+        optimizer.build(model.trainable_variables)
+        with np.load(folder / "optimizer.npz") as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(values) != len(optimizer.variables):
+            raise ValueError("optimizer state does not match the model")
+        for var, value in zip(optimizer.variables, values, strict=True):
+            var.assign(value)
+
+
+def _batch_targets(data: TrainData, idx: np.ndarray) -> np.ndarray:
+    labels = data.labels[idx]
+    cols = [np.maximum(labels, 0)[:, None], (labels >= 0)[:, None]]
+    if data.teacher is not None:
+        cols.append(data.teacher[idx])
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, progress,
+        checkpoints: Path, label: str) -> dict[str, Any]:
+    """Trains `logits_model` in place and leaves it holding the best validation weights."""
+    import keras
+
+    n = len(data.x)
+    batch = min(cfg.batch_size, n)
+    steps = max(1, n // batch)  # whole batches only: one traced shape, no tiny last step
+    optimizer = keras.optimizers.Adam(_schedule(cfg, steps))
+    n_classes = logits_model.output_shape[-1]
+    logits_model.compile(optimizer=optimizer, loss=objective.loss(n_classes), jit_compile=False)
+    store = Checkpoints(checkpoints)
+    state: dict[str, Any] = {"epoch": 0, "best_val": None, "best_epoch": 0, "wait": 0,
+                             "history": {"loss": [], "val_accuracy": [], "seconds": []},
+                             "resumed_from": None, "stopped_early": False}
+    found = store.latest()
+    if found is not None:
+        folder, saved = found
+        try:
+            Checkpoints.restore(folder, logits_model, optimizer)
+            state = {**saved, "resumed_from": saved["epoch"]}
+            progress.log(f"[yellow]resume[/] {label} from its epoch {saved['epoch']} "
+                         f"checkpoint")
+        except (OSError, ValueError, KeyError) as exc:
+            progress.log(f"[yellow]restart[/] {label}: checkpoint unusable ({exc})")
+    has_val = data.val_x is not None and len(data.val_x) > 0
+    with progress.task(label, total=cfg.epochs) as advance:
+        advance(state["epoch"])
+        while state["epoch"] < cfg.epochs and not state["stopped_early"]:
+            epoch = state["epoch"]
+            t0 = time.perf_counter()
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            aug_rng = np.random.default_rng([cfg.seed, epoch, 1])
+            losses = []
+            for s in range(steps):
+                idx = order[s * batch : (s + 1) * batch]
+                xb = shift_zoom(data.x[idx], cfg.augment, aug_rng, data.fill)
+                out = logits_model.train_on_batch(xb, _batch_targets(data, idx))
+                losses.append(float(out[0] if isinstance(out, list | tuple) else out))
+            loss = float(np.mean(losses))
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"{label}: training loss is {loss} at epoch "
+                                         f"{epoch + 1}; lower the learning rate")
+            val = _accuracy(logits_model, data.val_x, data.val_y) if has_val else None
+            improved = val is not None and (state["best_val"] is None or val > state["best_val"])
+            if improved:
+                state.update(best_val=val, best_epoch=epoch + 1, wait=0)
+            elif has_val:
+                state["wait"] += 1
+            if not has_val:
+                state["best_epoch"] = epoch + 1
+            hist = state["history"]
+            hist["loss"].append(round(loss, 5))
+            hist["val_accuracy"].append(None if val is None else round(val, 3))
+            hist["seconds"].append(round(time.perf_counter() - t0, 2))
+            state["epoch"] = epoch + 1
+            if cfg.patience is not None and has_val and state["wait"] >= cfg.patience:
+                state["stopped_early"] = True
+            store.save(logits_model, optimizer, state, improved or not has_val)
+            note = f"epoch {epoch + 1}/{cfg.epochs} loss={loss:.4f}" + (
+                f" val_acc={val:.2f}%" if val is not None else "")
+            advance(1, note)
+            progress.step_log(f"{label} {note} ({hist['seconds'][-1]:.1f} s)")
+    latest = store.latest()
+    if has_val and latest is not None:
+        logits_model.load_weights(latest[0] / "best.weights.h5")
+    return {k: state[k] for k in ("epoch", "best_epoch", "best_val", "stopped_early",
+                                  "resumed_from", "history")}
