@@ -5,6 +5,7 @@ The only module that knows about the cache and the output folder; steps just tra
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -161,8 +162,9 @@ class Builder:
                     for parent, label, one in tasks]
         for parent, _, one in tasks:  # shared inputs (teacher outputs) once, not per worker
             if prepare := STEPS[one.step].prepare:
-                prepare(parent.model, one, self._context(self.cache.root, dataset,
-                                                         self.cache.root))
+                # prepare writes only through ctx.cached: no output or checkpoint folder
+                prepare(parent.model, one, self._context(Path(os.devnull), dataset,
+                                                         Path(os.devnull)))
         workers = parallel.pool(plan.jobs)
         threads = ThreadPoolExecutor(plan.jobs)
 
@@ -297,8 +299,9 @@ class Builder:
         art = ship
         if cfg.model != "ship":  # a step name: its one artifact, or its best candidate
             mine = [a for a in artifacts if a.step_name == cfg.model]
-            art = (gate_checks.choose(mine, self.prefer)
-                   or gate_checks.choose(mine, self.prefer, require_pass=False))
+            art = (gate_checks.choose(mine, self.prefer, onnx_only=False)
+                   or gate_checks.choose(mine, self.prefer, require_pass=False,
+                                         onnx_only=False))
         return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work)
 
     def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,

@@ -97,6 +97,10 @@ def test_gate_choice_prefers_speed_or_size():
     assert choose(arts).name == "fast"
     assert choose(arts, "size").name == "small"
     assert choose(arts, "size", require_pass=False).name == "tiny-failed"
+    keras_only = art("student", 3.0, 50)
+    keras_only.candidate = False  # not deployable as a zip: shipped only when named
+    assert choose([keras_only]) is None
+    assert choose([keras_only], onnx_only=False).name == "student"
 
 
 def test_pareto_front_and_teacher_student_from_rows():
@@ -206,6 +210,7 @@ CANDIDATE_STEPS = """
   temperature: 3
   soft_weight: 0.8
   labeled_fraction: 0.5
+  unlabeled: UNLABELED
   train: {epochs: 2, batch_size: 64, augment: 0.1}
 - step: export_onnx
   name: fp32
@@ -216,7 +221,15 @@ CANDIDATE_STEPS = """
 
 
 def test_candidates_build_measure_and_choose(tmp_path, tiny_keras, cache_env):
-    recipe = keras_recipe(tmp_path, tiny_keras, name="cands", steps=CANDIDATE_STEPS,
+    from PIL import Image
+
+    extra = tmp_path / "unlabeled" / "any" / "depth"
+    extra.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):  # images without labels, in any folder structure
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(extra / f"{i}.png")
+    steps = CANDIDATE_STEPS.replace("UNLABELED", str(tmp_path / "unlabeled"))
+    recipe = keras_recipe(tmp_path, tiny_keras, name="cands", steps=steps,
                           gates="max_accuracy_drop: 100")
     out = tmp_path / "out"
     res = runner.invoke(app, ["build", str(recipe), "--out", str(out), "--json"])
@@ -229,7 +242,7 @@ def test_candidates_build_measure_and_choose(tmp_path, tiny_keras, cache_env):
     by = {a["name"]: a for a in doc["artifacts"]}
     student = by["student@MobileNetV2-a0.35-r32"]
     n_train = doc["dataset"]["splits"]["train"]
-    assert student["info"]["labeled"] + student["info"]["unlabeled"] == n_train
+    assert student["info"]["labeled"] + student["info"]["unlabeled"] == n_train + 5
     assert student["info"]["labeled"] == pytest.approx(n_train / 2, abs=5)
     assert student["info"]["training"]["epoch"] == 2
     assert by["int8@MobileNetV2-a0.35-r32"]["parent"] == "fp32@MobileNetV2-a0.35-r32"
@@ -262,10 +275,11 @@ def test_candidates_build_measure_and_choose(tmp_path, tiny_keras, cache_env):
 
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_keras, cache_env):
     steps = """
-    - step: swap
-      student: {architecture: MobileNetV3Small, alpha: 0.35, input_size: 32}
-      train: {epochs: 4, batch_size: 64, augment: 0}
-    """
+- step: swap
+  student: {architecture: MobileNetV3Small, alpha: 0.35, input_size: 32}
+  train: {epochs: 4, batch_size: 64, augment: 0}
+- step: export_onnx
+"""
     recipe = keras_recipe(tmp_path, tiny_keras, name="resume", steps=steps,
                           gates="max_accuracy_drop: 100")
     out = tmp_path / "out"
@@ -281,7 +295,10 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_keras, 
             pointer = found[0]
             break
         time.sleep(0.05)
-    assert pointer is not None, "no epoch-2 checkpoint before the build ended"
+    if pointer is None:
+        proc.kill()
+        pytest.fail(f"no epoch-2 checkpoint before the build ended: "
+                    f"{proc.communicate()[1].decode()[-2000:]}")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode == 130 and not out.exists()
@@ -293,3 +310,17 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_keras, 
     assert training["resumed_from"] in (2, 3) and training["epoch"] == 4
     assert len(training["history"]["loss"]) == 4
     assert "resume" in res.stderr and not pointer.parent.exists()
+    assert "Skipping variable loading" not in res.stderr  # optimizer state came back whole
+
+
+def test_parallel_training_is_capped_by_cores_and_memory():
+    from optimizer.train.parallel import available_bytes, plan
+
+    gb = 1_000_000_000
+    roomy = plan(3, cores=2, avail=20 * gb, per_job=2 * gb)
+    assert (roomy.jobs, roomy.threads) == (2, 1) and "2 of 3 at once" in roomy.reason
+    tight = plan(3, cores=8, avail=3 * gb, per_job=2 * gb)  # 75% of 3 GB fits one
+    assert (tight.jobs, tight.threads) == (1, 8) and "3.0 GB available" in tight.reason
+    assert plan(1, cores=8, avail=100 * gb, per_job=gb).jobs == 1
+    assert plan(4, cores=4, avail=100 * gb, per_job=1).jobs == 4  # per job at least 1.5 GB
+    assert available_bytes() > 0

@@ -46,14 +46,17 @@ def _students(r: dict[str, Any]) -> list[str]:
             stop = " early" if c["stopped_early"] else ""
             resumed = f", resumed at {c['resumed_from']}" if c["resumed_from"] else ""
             shown_val = "-" if val is None else f"{val:.2f}%"
+            best = "| - (no deployable artifact) | - | - | - | no |"
+            if c["best_artifact"]:
+                best = (f"| {c['best_artifact']} | {c['accuracy']:.2f}% | {c['p50_ms']:.3f} | "
+                        f"{_mb(c['size_bytes'])} | {'yes' if c['best_passed'] else 'no'} |")
             lines.append(
                 f"| {c['student']} | {c['method']} | {c['params'] or 0:,} | "
                 f"{c['labeled']} / {c['unlabeled']} | {c['epochs']} ({c['best_epoch']}{stop}"
-                f"{resumed}) | {shown_val} | {c['best_artifact']} | "
-                f"{c['accuracy']:.2f}% | {c['p50_ms']:.3f} | {_mb(c['size_bytes'])} | "
-                f"{'yes' if c['best_passed'] else 'no'} |")
-        lines += ["", "![accuracy against latency and against size; the dashed line is the "
-                  "Pareto front](pareto.svg)"]
+                f"{resumed}) | {shown_val} {best}")
+        if sum(a["candidate"] for a in r["artifacts"]) >= 2:  # when pareto.svg was drawn
+            lines += ["", "![accuracy against latency and against size; the dashed line is "
+                      "the Pareto front](pareto.svg)"]
     return lines
 
 

@@ -1,7 +1,8 @@
 """pareto.svg: accuracy against latency and against size, every deployable artifact a dot.
 
-Axes are logarithmic in cost (students are tens of times cheaper than teachers); the front
-is drawn as a step line, the shipped artifact is ringed.
+Axes are logarithmic in cost (students are tens of times cheaper than teachers); colours
+are the student an artifact descends from, the dashed line joins the front (whose points
+are labelled with their step), and the shipped artifact is ringed.
 """
 
 from __future__ import annotations
@@ -61,17 +62,27 @@ def _panel(rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], cost: str
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in line)
         parts.append(f'<polyline fill="none" stroke="#444" stroke-dasharray="4 3" '
                      f'points="{path}"/>')
+    labelled = 0
     for x, y, r in pts:
         student = student_of(r, all_rows)
-        key = student["name"] if student else "teacher"
         colour = TEACHER if student is None else colours.setdefault(
-            key, PALETTE[len(colours) % len(PALETTE)])
+            student["name"], PALETTE[len(colours) % len(PALETTE)])
         ring = (f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="9" fill="none" stroke="black" '
                 f'stroke-width="2"/>' if r["name"] == ship else "")
         parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{colour}">'
                      f'<title>{html.escape(r["name"])}: {y:.2f}%, {x:.4g} {unit}</title>'
-                     f'</circle>{ring}<text x="{sx(x) + 7:.1f}" y="{sy(y) - 6:.1f}" '
-                     f'font-size="9">{html.escape(r["name"])}</text>')
+                     f'</circle>{ring}')
+        if r["name"] in on_front or r["name"] == ship:  # the rest: hover for the name
+            dy = -8 if labelled % 2 == 0 else 16
+            labelled += 1
+            parts.append(f'<text x="{sx(x) + 8:.1f}" y="{sy(y) + dy:.1f}" font-size="9">'
+                         f'{html.escape(r["name"].split("@")[0])}</text>')
+    legend = [("teacher", TEACHER), *colours.items()]
+    for i, (name, colour) in enumerate(legend):
+        ly = PAD + 4 + 14 * i
+        parts.append(f'<circle cx="{x0 + W - PAD - 150}" cy="{ly}" r="4" fill="{colour}"/>'
+                     f'<text x="{x0 + W - PAD - 142}" y="{ly + 3}" font-size="9">'
+                     f'{html.escape(name)}</text>')
     return "".join(parts)
 
 

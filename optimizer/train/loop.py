@@ -138,8 +138,8 @@ class Checkpoints:
 
     @staticmethod
     def restore(folder: Path, model, optimizer) -> None:
+        optimizer.build(model.trainable_variables)  # first, or Keras skips its saved slots
         model.load_weights(folder / "last.weights.h5")
-        optimizer.build(model.trainable_variables)
         with np.load(folder / "optimizer.npz") as saved:
             values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
         if len(values) != len(optimizer.variables):

@@ -37,9 +37,10 @@ def check(art: Artifact, source: Artifact, recipe: Recipe) -> list[dict[str, Any
 
 
 def choose(artifacts: list[Artifact], prefer: str = "speed",
-           require_pass: bool = True) -> Artifact | None:
+           require_pass: bool = True, onnx_only: bool = True) -> Artifact | None:
     """The fastest (or smallest) deployable artifact that passed every gate: measured."""
-    pool = [a for a in artifacts if a.candidate and (a.passed or not require_pass)]
+    pool = [a for a in artifacts
+            if (a.candidate or not onnx_only) and (a.passed or not require_pass)]
 
     def cost(a: Artifact) -> tuple:
         p50, size = a.validation["latency"]["p50_ms"], a.validation["size_bytes"]
