@@ -129,6 +129,8 @@ class Builder:
             return Artifact("source", cfg.kind, ref, False, time.perf_counter() - t0)
         key = make_key({
             "source": cfg.model_dump(mode="json"), "dataset": dataset.digest,
+            # a weights file the network starts from: its content, not just its path
+            "files": file_digests([w] if (w := getattr(cfg, "weights", None)) else []),
             "versions": versions(loader.tools),
             "code": code_digest(*loader.modules, *COMMON_CODE),
         })
@@ -160,9 +162,11 @@ class Builder:
         if plan.jobs == 1:
             return [self._step(name, one, parent, label, dataset)
                     for parent, label, one in tasks]
-        for parent, _, one in tasks:  # shared inputs (teacher outputs) once, not per worker
-            if prepare := STEPS[one.step].prepare:
-                # prepare writes only through ctx.cached: no output or checkpoint folder
+        # what candidates share (teacher outputs), once per input, not once per worker;
+        # prepare writes only through ctx.cached, so it gets no output or checkpoint folder
+        if prepare := STEPS[tasks[0][2].step].prepare:
+            firsts = {id(parent): (parent, one) for parent, _, one in reversed(tasks)}
+            for parent, one in firsts.values():
                 prepare(parent.model, one, self._context(Path(os.devnull), dataset,
                                                          Path(os.devnull)))
         workers = parallel.pool(plan.jobs)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optimizer.validate.gates import cost
+
 STUDENT_STEPS = ("swap", "distill")
 
 
@@ -85,12 +87,8 @@ def candidates(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, Any]]:
 
 
 def choose_row(rows: list[dict[str, Any]], prefer: str) -> dict[str, Any] | None:
-    """Fastest (or smallest), ties broken by the other measure, then by name."""
-    if not rows:
-        return None
-    if prefer == "size":
-        return min(rows, key=lambda r: (_size(r), _p50(r), r["name"]))
-    return min(rows, key=lambda r: (_p50(r), _size(r), r["name"]))
+    """The row the gates' rule would pick among `rows`."""
+    return min(rows, key=lambda r: cost(r["validation"], r["name"], prefer), default=None)
 
 
 def teacher_student(rows: list[dict[str, Any]], ship: str | None) -> dict[str, Any] | None:

@@ -14,12 +14,11 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from optimizer.errors import StepFailed
 from optimizer.model import FILE_NAMES, ModelRef, file_digests
 from optimizer.preprocess import Preprocess, apply
 from optimizer.recipe_paths import ExistingDir
 from optimizer.steps.base import StepConfig, StepContext
-from optimizer.train.config import StudentGrid, StudentSpec, TrainConfig
+from optimizer.train.config import StudentGrid, StudentSpec, TrainConfig, unique
 
 # a list of students, or a grid; told apart by shape so errors name the right fields
 Candidates = Annotated[
@@ -53,8 +52,7 @@ class StudentStepConfig(StepConfig):
             return [self.student]
         if isinstance(self.candidates, StudentGrid):
             return self.candidates.expand()
-        unique = {s.label: s for s in self.candidates or []}
-        return list(unique.values())
+        return unique(self.candidates or [])
 
     def variants(self) -> list[tuple[str, StudentStepConfig]]:
         """(label, config with one student); the label is empty when there is no choice."""
@@ -134,10 +132,8 @@ def prepare(teacher: ModelRef, cfg: DistillConfig, ctx: StepContext) -> None:
 
 
 def run(teacher: ModelRef, cfg: StudentStepConfig, ctx: StepContext) -> ModelRef:
-    import keras
-
     from optimizer.data import prepared
-    from optimizer.train import loop, nets
+    from optimizer.train import loop
 
     spec = cfg.student
     assert spec is not None, "the pipeline runs one student per variant"
@@ -161,20 +157,10 @@ def run(teacher: ModelRef, cfg: StudentStepConfig, ctx: StepContext) -> ModelRef
     else:
         x, labels = x[keep], labels[keep]
         objective = loop.Objective()
-    val_x = prepared(ds, "val", pre) if len(ds.indices("val")) else None
-    fill = apply([np.zeros((1, 1), np.uint8)], pre)[0, 0, 0]
-    data = loop.TrainData(x=x, labels=labels, teacher=soft, val_x=val_x,
-                          val_y=ds.labels_of("val") if val_x is not None else None, fill=fill)
-    keras.utils.set_random_seed(cfg.train.seed)
-    mean, var = nets.channel_stats(x)
-    logits_model, model = nets.build(spec, pre.channels, len(teacher.classes), mean, var)
-    try:
-        result = loop.fit(logits_model, data, cfg.train, objective, ctx.progress,
-                          ctx.checkpoints, f"{name} {spec.label}")
-    except FloatingPointError as exc:
-        raise StepFailed(name, str(exc)) from None
+    data = loop.data_for(ds, pre, x, labels, soft)
     out = ctx.out_dir / FILE_NAMES["keras"]
-    model.save(out)
+    model, result = loop.train(spec, pre, len(teacher.classes), data, cfg.train, objective,
+                               ctx, name, out)
     info = {"student": spec.label, "architecture": spec.architecture, "alpha": spec.alpha,
             "input_size": spec.input_size, "params": int(model.count_params()),
             "labeled": int((labels >= 0).sum()), "unlabeled": unlabeled,

@@ -86,12 +86,17 @@ class StudentGrid(_Strict):
     def expand(self) -> list[StudentSpec]:
         from optimizer.train.nets import ARCHITECTURES
 
-        out: dict[str, StudentSpec] = {}
-        for arch, alpha, size in itertools.product(self.architecture, self.alpha,
-                                                   self.input_size):
-            if not ARCHITECTURES[arch].alpha:
-                alpha = 1.0  # a width grid does not multiply fixed-width networks
-            spec = StudentSpec(architecture=arch, alpha=alpha, input_size=size,
-                               weights=self.weights)
-            out.setdefault(spec.label, spec)
-        return list(out.values())
+        return unique([
+            StudentSpec(architecture=arch, input_size=size, weights=self.weights,
+                        # a width grid does not multiply fixed-width networks
+                        alpha=alpha if ARCHITECTURES[arch].alpha else 1.0)
+            for arch, alpha, size in itertools.product(self.architecture, self.alpha,
+                                                       self.input_size)])
+
+
+def unique(specs: list[StudentSpec]) -> list[StudentSpec]:
+    """One student per label, in first-seen order."""
+    out: dict[str, StudentSpec] = {}
+    for spec in specs:
+        out.setdefault(spec.label, spec)
+    return list(out.values())

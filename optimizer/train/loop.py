@@ -156,6 +156,41 @@ def _batch_targets(data: TrainData, idx: np.ndarray) -> np.ndarray:
     return np.concatenate(cols, axis=1).astype(np.float32)
 
 
+def data_for(dataset, pre, x: np.ndarray, labels: np.ndarray,
+             teacher: np.ndarray | None = None) -> TrainData:
+    """Training inputs plus the dataset's validation split (if any) and the border fill."""
+    from optimizer.data import prepared
+    from optimizer.preprocess import apply
+
+    has_val = len(dataset.indices("val")) > 0
+    return TrainData(x=x, labels=labels, teacher=teacher,
+                     val_x=prepared(dataset, "val", pre) if has_val else None,
+                     val_y=dataset.labels_of("val") if has_val else None,
+                     fill=apply([np.zeros((1, 1), np.uint8)], pre)[0, 0, 0])
+
+
+def train(spec, pre, n_classes: int, data: TrainData, cfg: TrainConfig, objective: Objective,
+          ctx, step: str, out: Path) -> tuple[Any, dict[str, Any]]:
+    """Build `spec` for `pre`'s input, train it (checkpointed in ctx.checkpoints), save it.
+
+    Returns the saved probabilities model and the training record.
+    """
+    import keras
+
+    from optimizer.errors import StepFailed
+    from optimizer.train import nets
+
+    keras.utils.set_random_seed(cfg.seed)
+    logits_model, model = nets.build(spec, pre.channels, n_classes, *nets.channel_stats(data.x))
+    try:
+        result = fit(logits_model, data, cfg, objective, ctx.progress, ctx.checkpoints,
+                     f"{step} {spec.label}")
+    except FloatingPointError as exc:
+        raise StepFailed(step, str(exc)) from None
+    model.save(out)
+    return model, result
+
+
 def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, progress,
         checkpoints: Path, label: str) -> dict[str, Any]:
     """Trains `logits_model` in place and leaves it holding the best validation weights."""

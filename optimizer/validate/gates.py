@@ -41,12 +41,13 @@ def choose(artifacts: list[Artifact], prefer: str = "speed",
     """The fastest (or smallest) deployable artifact that passed every gate: measured."""
     pool = [a for a in artifacts
             if (a.candidate or not onnx_only) and (a.passed or not require_pass)]
+    return min(pool, key=lambda a: cost(a.validation, a.name, prefer), default=None)
 
-    def cost(a: Artifact) -> tuple:
-        p50, size = a.validation["latency"]["p50_ms"], a.validation["size_bytes"]
-        return (size, p50, a.name) if prefer == "size" else (p50, size, a.name)
 
-    return min(pool, key=cost, default=None)
+def cost(validation: dict[str, Any], name: str, prefer: str) -> tuple:
+    """Order of preference: p50 (or size), then the other, then the name for ties."""
+    p50, size = validation["latency"]["p50_ms"], validation["size_bytes"]
+    return (size, p50, name) if prefer == "size" else (p50, size, name)
 
 
 def explain_failure(artifacts: list[Artifact]) -> str:
