@@ -111,6 +111,11 @@ class Cache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def ensure_parts(self, parts: dict[str, Any], label: str,
+                     produce: Callable[[Path], None]) -> Path:
+        """ensure_dir keyed by `make_key(parts)`: the StepContext.cached contract."""
+        return self.ensure_dir(make_key(parts), produce, {"label": label})[0]
+
     def ensure_dir(self, key: str, produce: Callable[[Path], Any],
                    meta: dict[str, Any] | None = None, force: bool = False) -> tuple[Path, bool]:
         """(entry folder, whether it was already there): reuse the entry, or fill a new one

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
+from optimizer.cache import Cache
 from optimizer.data import prepared
 from optimizer.errors import StepFailed
 from optimizer.model import ModelRef
@@ -36,7 +37,10 @@ def _run(env, kind: str, model: ModelRef, **cfg) -> ModelRef:
     spec = STEPS[kind]
     out = folder / f"{kind}-{len(list(folder.iterdir()))}"
     out.mkdir()
-    ctx = StepContext(out_dir=out, recipe=recipe, dataset=ds, progress=Progress(quiet=True))
+    cache = Cache(folder / "cache")
+    ctx = StepContext(out_dir=out, recipe=recipe, dataset=ds, progress=Progress(quiet=True),
+                      checkpoints=folder / "checkpoints",
+                      cached=cache.ensure_parts)
     return spec.run(model, spec.config(step=kind, **cfg), ctx)
 
 
@@ -123,4 +127,4 @@ def test_quantization_choice_follows_target_isa(target, reduce_range):
 def test_every_step_kind_is_registered_once():
     for kind, spec in STEPS.items():
         assert spec.config.model_fields["step"].default == kind
-        assert Path(spec.module).is_file()
+        assert spec.modules and all(Path(m).is_file() for m in spec.modules)

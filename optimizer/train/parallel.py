@@ -84,7 +84,7 @@ def run_step(payload: dict[str, Any]):
     import tensorflow as tf
     from rich.console import Console
 
-    from optimizer.cache import Cache, make_key
+    from optimizer.cache import Cache
     from optimizer.data import load_dataset
     from optimizer.progress import Progress
     from optimizer.steps import STEPS
@@ -96,11 +96,8 @@ def run_step(payload: dict[str, Any]):
     progress = Progress()
     progress.console = Console(stderr=True, force_terminal=False, force_interactive=False)
 
-    def cached(parts: dict[str, Any], label: str, produce) -> Path:
-        return cache.ensure_dir(make_key(parts), produce, {"label": label})[0]
-
     cfg = payload["config"]
     ctx = StepContext(out_dir=Path(payload["out_dir"]), recipe=payload["recipe"],
                       dataset=load_dataset(payload["recipe"].dataset), progress=progress,
-                      checkpoints=Path(payload["checkpoints"]), cached=cached)
+                      checkpoints=Path(payload["checkpoints"]), cached=cache.ensure_parts)
     return STEPS[cfg.step].run(payload["model"], cfg, ctx)
