@@ -25,7 +25,7 @@ from optimizer.outdir import artifact_file, check_replaceable, publish
 from optimizer.package.build import Packager, Packages
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
-from optimizer.report import students
+from optimizer.report import migration, students
 from optimizer.sources import SOURCES
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
@@ -129,8 +129,8 @@ class Builder:
             return Artifact("source", cfg.kind, ref, False, time.perf_counter() - t0)
         key = make_key({
             "source": cfg.model_dump(mode="json"), "dataset": dataset.digest,
-            # a weights file the network starts from: its content, not just its path
-            "files": file_digests([w] if (w := getattr(cfg, "weights", None)) else []),
+            # files the source reads (weights, symbol, archive): their content, not their path
+            "files": file_digests(cfg.input_files()),
             "versions": versions(loader.tools),
             "code": code_digest(*loader.modules, *COMMON_CODE),
         })
@@ -289,6 +289,9 @@ class Builder:
             report["packages"], report["package_notes"] = packages.records, packages.notes
             if packages.tune is not None:
                 report["tune"] = packages.tune
+            # after the sweep: the cost comparison prefers its measured rows
+            if mig := migration.section(report, self.recipe.gates.baselines):
+                report["migration"] = mig
             publish(out_dir, artifacts, report, self.recipe, packages.files)
         exit_code = 0 if ship else GateFailed.exit_code
         return BuildResult(report=report, out_dir=out_dir, exit_code=exit_code)

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +22,7 @@ from pydantic import (
 from optimizer import targets
 from optimizer.errors import RecipeError
 from optimizer.preprocess import Preprocess
-from optimizer.recipe_paths import ExistingDir, ExistingFile
+from optimizer.recipe_paths import ExistingDir, ExistingFile, ExistingPath
 from optimizer.steps import STEPS, AnyStep
 from optimizer.train.config import Architecture, StudentSpec, TrainConfig
 from optimizer.yamlfile import load as load_yaml
@@ -36,6 +36,7 @@ class Strict(BaseModel):
 
 
 class KerasSource(Strict):
+    produces: ClassVar[str] = "tf"
     kind: Literal["keras"]
     path: ExistingFile = Field(description=".keras or .h5 file, loaded with safe mode on")
     preprocess: Preprocess = Field(default_factory=Preprocess)
@@ -49,6 +50,7 @@ class KerasSource(Strict):
 
 
 class SavedModelSource(Strict):
+    produces: ClassVar[str] = "tf"
     kind: Literal["savedmodel"]
     path: ExistingDir
     signature: str = "serving_default"
@@ -63,6 +65,7 @@ class SavedModelSource(Strict):
 
 
 class OnnxSource(Strict):
+    produces: ClassVar[str] = "onnx"
     kind: Literal["onnx"]
     path: ExistingFile
     preprocess: Preprocess = Field(default_factory=Preprocess)
@@ -71,14 +74,69 @@ class OnnxSource(Strict):
 class ArchitectureSource(StudentSpec):
     """A Keras application trained here on the recipe's data: nothing can be downloaded."""
 
+    produces: ClassVar[str] = "tf"
     kind: Literal["architecture"]
     architecture: Architecture
     channels: Literal[1, 3] = Field(default=3, description="1 trains on grey images")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    def input_files(self) -> list[Path]:
+        return [self.weights] if self.weights else []
+
+
+class Parity(Strict):
+    """How closely the ONNX model must reproduce MXNet on the dataset's test images."""
+
+    max_abs_diff: float = Field(default=1e-4, gt=0, description="over every output value")
+    min_top1_agreement: float = Field(default=1.0, ge=0, le=1)
+    samples: int = Field(default=512, ge=1, description="test images compared (at most)")
+
+
+class _MxnetCommon(Strict):
+    produces: ClassVar[str] = "onnx"
+    input_shape: list[int] | None = Field(
+        default=None, min_length=4, max_length=4,
+        description="NCHW, batch first (e.g. [1, 3, 224, 224]); an archive's signature.json "
+        "gives it otherwise")
+    input_name: str | None = Field(default=None, description="default: the symbol's one data "
+                                   "input, or the signature's")
+    preprocess: Preprocess = Field(
+        default_factory=Preprocess, description="fields set here win over the archive's "
+        "signature; MMS fed raw 0..255 RGB pixels, resized, so that is the default")
+    parity: Parity = Field(default_factory=Parity)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (min(v[1:]) < 1 or v[1] not in (1, 3)):
+            raise ValueError(f"expected [batch, 1 or 3 channels, height, width], got {v}")
+        return v
+
+
+class MxnetSource(_MxnetCommon):
+    """A symbol JSON and params file: a Module checkpoint or a HybridBlock.export()."""
+
+    kind: Literal["mxnet"]
+    symbol: ExistingFile = Field(description="<prefix>-symbol.json")
+    params: ExistingFile = Field(description="<prefix>-0000.params")
+
+    def input_files(self) -> list[Path]:
+        return [self.symbol, self.params]
+
+
+class MmsArchiveSource(_MxnetCommon):
+    """An MXNet Model Server archive: .mar (model-archiver 1.x), .model (MMS 0.x), tar.gz."""
+
+    kind: Literal["mms-archive"]
+    path: ExistingPath = Field(description="archive file, or a no-archive folder")
+
+    def input_files(self) -> list[Path]:
+        return [self.path]
+
 
 Source = Annotated[
-    KerasSource | SavedModelSource | OnnxSource | ArchitectureSource, Field(discriminator="kind")
+    KerasSource | SavedModelSource | OnnxSource | ArchitectureSource | MxnetSource
+    | MmsArchiveSource, Field(discriminator="kind")
 ]
 
 # --- datasets ------------------------------------------------------------------------
@@ -177,6 +235,18 @@ class Gates(Strict):
         default="speed", description="among artifacts that pass: the fastest (p50) or the "
         "smallest; `optimizer build --prefer` overrides")
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    baselines: list[str] = Field(
+        default_factory=list, description="server setups to compare cost with, from "
+        f"`optimizer targets` ({', '.join(targets.BASELINES)})")
+
+    @field_validator("baselines")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [b for b in v if b not in targets.BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from "
+                             f"{list(targets.BASELINES)}")
+        return v
 
 
 class ZipConfig(Strict):
@@ -255,7 +325,7 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _wire_steps(self) -> Recipe:
         """Fill default names and inputs, and check each step gets the model kind it needs."""
-        produced: dict[str, str] = {"source": "onnx" if self.source.kind == "onnx" else "tf"}
+        produced: dict[str, str] = {"source": self.source.produces}
         previous = "source"
         for i, step in enumerate(self.steps):
             spec = STEPS[step.step]

@@ -16,8 +16,11 @@ def _resolve(value: Path, info: ValidationInfo, must: str) -> Path:
         raise ValueError(f"file not found: {path}")
     if must == "dir" and not path.is_dir():
         raise ValueError(f"folder not found: {path}")
+    if must == "any" and not path.exists():
+        raise ValueError(f"file or folder not found: {path}")
     return path
 
 
 ExistingFile = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "file"))]
 ExistingDir = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "dir"))]
+ExistingPath = Annotated[Path, AfterValidator(lambda v, info: _resolve(v, info, "any"))]

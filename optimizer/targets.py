@@ -133,6 +133,41 @@ TARGETS: dict[str, Target] = {
     )
 }
 
+
+
+class Baseline(BaseModel):
+    """An always-on server setup a migration is compared with, as it was sized and priced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    hardware: str
+    usd_per_hour: float
+    images_per_second: float
+    latency_ms: float | None = None
+    workload: str
+    source: str
+
+    @property
+    def usd_per_million_images(self) -> float:
+        """At full load, around the clock: the best case for a server."""
+        return self.usd_per_hour / (self.images_per_second * 3600) * 1_000_000
+
+
+_EI_WORKLOAD = "ResNet-152, 224x224, MXNet Model Server, batch 1"
+_EI_SOURCE = ("AWS's Elastic Inference sizing figures; us-east-1 on-demand Linux prices "
+              "(c5.xlarge $0.17/h, m5.large $0.096/h, eia1.medium $0.13/h; EI is end of life)")
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline(name="c5.xlarge", hardware="c5.xlarge, 4 vCPU, CPU only", usd_per_hour=0.17,
+                 images_per_second=9.95, workload=_EI_WORKLOAD, source=_EI_SOURCE),
+        Baseline(name="m5.large+eia1.medium", hardware="m5.large with an eia1.medium "
+                 "accelerator", usd_per_hour=0.096 + 0.13, images_per_second=19.08,
+                 latency_ms=52.0, workload=_EI_WORKLOAD, source=_EI_SOURCE),
+    )
+}
+
 DEFAULT_TARGET = "x86_64"
 DEFAULT_RUNTIME = "python3.12"
 DEFAULT_MEMORY_MB = 1769
@@ -182,4 +217,6 @@ def as_dict() -> dict:
         "billing_granularity_ms": BILLING_GRANULARITY_MS,
         "runtimes": {k: v.model_dump() for k, v in RUNTIMES.items()},
         "targets": {k: v.model_dump() for k, v in TARGETS.items()},
+        "baselines": {k: {**v.model_dump(), "usd_per_million_images":
+                          round(v.usd_per_million_images, 4)} for k, v in BASELINES.items()},
     }

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# the isolated MXNet env outlives any one test's cache (made once per machine, ~30 s)
+os.environ.setdefault("OPTIMIZER_ENVS", str(Path.home() / ".cache" / "optimizer" / "envs"))
 
 SIZE = 16
 

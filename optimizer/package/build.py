@@ -23,6 +23,7 @@ from optimizer import targets
 from optimizer.cache import code_digest, make_key
 from optimizer.data import Dataset, prepared
 from optimizer.errors import PackageFailed, PackageTooLarge
+from optimizer.handler.runtime import top_k
 from optimizer.model import ModelRef, sha256_tree, size_bytes
 from optimizer.package import elfcheck, image, lambda_zip, slim, smoke, wheels
 from optimizer.package.function import HANDLER_NAME, assemble, runtime_of
@@ -77,9 +78,11 @@ def pick_sample(art: Artifact, dataset: Dataset) -> Sample:
     for i, predicted in enumerate(art.validation.get("top1", [])):
         if predicted == int(dataset.labels[idx[i]]):
             image = dataset.images[idx[i]]
-            scores = predict(art.model, apply([image], art.model.preprocess))[0]
-            return Sample(_png(image), dataset.classes[predicted], int(idx[i]),
-                          float(scores.max()))
+            scores = predict(art.model, apply([image], art.model.preprocess))
+            # in the handler's terms: its labels, and softmax applied to logits
+            logits = output_kind(art.model, dataset) == "logits"
+            top = top_k(scores, art.model.classes, 1, logits)[0][0]
+            return Sample(_png(image), top["label"], int(idx[i]), top["score"])
     raise PackageFailed(f"{art.name} gets no test image right; nothing to prove the package with")
 
 

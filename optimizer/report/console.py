@@ -55,6 +55,14 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
             f"teacher, {ts.get('speedup_vs_teacher_onnx', ts['speedup_vs_teacher'])}x faster, "
             f"{ts.get('smaller_vs_teacher_onnx', ts['smaller_vs_teacher'])}x smaller "
             f"(teacher as {'ONNX' if 'teacher_onnx' in ts else 'trained'})")
+    if par := (r.get("migration") or {}).get("conversion"):
+        p = par["parity"]
+        console.print(f"MXNet -> ONNX: max |diff| {p['max_abs_diff']:.3g} over {p['samples']} "
+                      f"test images, top-1 agreement {p['top1_agreement']:.4f}")
+    for b in (r.get("migration") or {}).get("cost", {}).get("baselines", []):
+        below = b["lambda_cheaper_below_images_per_hour"]
+        console.print(f"{b['setup']}: ${b['usd_per_million_images']} per 1M images at full "
+                      f"load; Lambda is cheaper below {below:,} images/h" if below else "")
     console.print(f"report: {out_dir / 'report.md'}")
 
 

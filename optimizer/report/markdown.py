@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizer.report import packages
+from optimizer.report import migration, packages
 
 
 def _mb(n: int | None) -> str:
@@ -100,6 +100,7 @@ def render(r: dict[str, Any]) -> str:
         f"{t['threads']} intra-op thread(s) for {t['memory_mb']} MB ({t['vcpus']} vCPU). "
         "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied.",
         *_students(r),
+        *(migration.markdown(r["migration"]) if r.get("migration") else []),
         "",
         "## Machine and target",
         "",

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from optimizer.sources import architecture, keras_file, onnx_file, savedmodel
+from optimizer.mxnet import archive, bridge, convert, env, worker
+from optimizer.sources import architecture, keras_file, mxnet_model, onnx_file, savedmodel
 from optimizer.steps import TRAIN_CODE
 
 
@@ -30,3 +31,10 @@ SOURCES: dict[str, SourceLoader] = {
         ("tensorflow", "tensorflow-cpu", "keras", "numpy"),
     ),
 }
+# both MXNet kinds: converted in the isolated env (its pins live in env.py, so in the key)
+_MXNET = SourceLoader(
+    mxnet_model.load, True,
+    tuple(m.__file__ for m in (mxnet_model, archive, bridge, convert, env, worker)),
+    ("onnx", "onnxruntime", "numpy"),
+)
+SOURCES["mxnet"] = SOURCES["mms-archive"] = _MXNET

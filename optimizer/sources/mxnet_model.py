@@ -1,0 +1,106 @@
+"""MXNet sources (symbol + params, or an MMS archive), converted to ONNX once and cached.
+
+The result is an ONNX model, so every later step and package is MXNet-free; the pixel
+contract MMS used (signature shape, optional mean/std, synset labels) comes along so the
+Lambda handler answers like the old endpoint did.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from optimizer.errors import BadInput
+from optimizer.model import FILE_NAMES, ModelRef
+from optimizer.mxnet import archive as mar
+from optimizer.mxnet import convert
+from optimizer.preprocess import Preprocess
+from optimizer.sources.resolve import check_classes
+
+
+def _preprocess(cfg, shape: list[int], info: mar.ArchiveInfo | None) -> Preprocess:
+    """MMS's vision service fed raw RGB pixels; the signature may add mean/std/scale;
+    whatever the recipe sets itself wins."""
+    data: dict[str, Any] = {"layout": "NCHW", "channels": shape[1], "size": (shape[2], shape[3])}
+    if info is not None:
+        for key in ("mean", "std", "scale"):
+            if getattr(info, key) is not None:
+                data[key] = getattr(info, key)
+    explicit = cfg.preprocess.model_dump(include=cfg.preprocess.model_fields_set)
+    for key in ("layout", "channels", "size"):
+        if key in explicit and explicit[key] != data[key] and key != "size":
+            raise BadInput(f"source.preprocess.{key} is {explicit[key]!r} but the MXNet model "
+                           f"takes {data[key]!r} (input {shape})")
+        if key == "size" and key in explicit and tuple(explicit[key]) != data[key]:
+            raise BadInput(f"source.preprocess.size {tuple(explicit[key])} but the model takes "
+                           f"{data[key]} (input {shape})")
+    try:
+        return Preprocess.model_validate({**data, **explicit})
+    except ValueError as exc:
+        raise BadInput(f"preprocessing for input {shape}: {exc}") from None
+
+
+def load(cfg, dataset, ctx) -> ModelRef:
+    from optimizer.data import prepared
+
+    log = ctx.progress.log
+    info: mar.ArchiveInfo | None = None
+    unpacked = ctx.out_dir / "_unpacked"
+    if cfg.kind == "mms-archive":
+        if cfg.path.is_dir():
+            unpacked = cfg.path
+        else:
+            mar.extract(cfg.path, unpacked)
+        info = mar.read(unpacked, cfg.path)
+        symbol, params = info.symbol, info.params
+        log(f"MMS archive {cfg.path.name}: layout {info.layout}, model '{info.model_name}', "
+            f"handler {info.handler}")
+    else:
+        symbol, params = cfg.symbol, cfg.params
+    try:
+        return _convert(cfg, dataset, ctx, symbol, params, info, prepared, log)
+    finally:
+        if unpacked.parent == ctx.out_dir:
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _convert(cfg, dataset, ctx, symbol: Path, params: Path, info, prepared, log) -> ModelRef:
+    where = str(cfg.path if cfg.kind == "mms-archive" else symbol)
+    shape = cfg.input_shape or (info.input_shape if info else None)
+    if shape is None:
+        raise BadInput(f"{where}: the input shape is unknown (no signature.json); set "
+                       "source.input_shape, e.g. [1, 3, 224, 224]")
+    name = cfg.input_name or (info.input_name if info else None)
+    graph = convert.inspect(symbol, params, list(shape), name, log)
+    n_out = graph.output_shape[-1] if len(graph.output_shape) == 2 else None
+    if n_out is None:
+        raise BadInput(f"{where}: output shape {graph.output_shape}; expected (batch, classes)")
+    check_classes(n_out, len(dataset.classes), where)
+    classes = dataset.classes
+    if info and info.labels:
+        if len(info.labels) != n_out:
+            raise BadInput(f"{where}: synset.txt has {len(info.labels)} labels for {n_out} "
+                           "outputs")
+        classes = info.labels
+    pre = _preprocess(cfg, list(shape), info)
+    out = ctx.out_dir / FILE_NAMES["onnx"]
+    log(f"converting {symbol.name} ({graph.params:,} params, ops: {', '.join(graph.ops)}) to "
+        "ONNX in the MXNet environment")
+    exported = convert.export(symbol, params, graph, out, log)
+    x = prepared(dataset, "test", pre, cfg.parity.samples)
+    labels = dataset.labels_of("test", cfg.parity.samples)
+    result = convert.parity(symbol, params, graph, out, x, labels, log)
+    log(f"parity on {result['samples']} test images: max |diff| {result['max_abs_diff']:.3g}, "
+        f"top-1 agreement {result['top1_agreement']:.4f}")
+    convert.check_parity(result, cfg.parity.max_abs_diff, cfg.parity.min_top1_agreement)
+    src: dict[str, Any] = {"mxnet": graph.mxnet, "input_name": graph.input_name,
+                           "input_shape": graph.input_shape, "mxnet_ops": graph.ops,
+                           "params": graph.params, "conversion": exported, "parity": {
+                               **result, "max_abs_diff_allowed": cfg.parity.max_abs_diff,
+                               "min_top1_agreement": cfg.parity.min_top1_agreement}}
+    if info is not None:
+        src["archive"] = {"layout": info.layout, "model_name": info.model_name,
+                          "handler": info.handler, "input_type": info.input_type,
+                          "labels_from_synset": bool(info.labels), "notes": info.notes}
+    return ModelRef(kind="onnx", path=out, preprocess=pre, classes=classes, info=src)

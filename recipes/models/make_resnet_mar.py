@@ -1,0 +1,39 @@
+"""Remake recipes/models/resnet18q-digits.mar, the archive resnet-eia-migration.yaml reads.
+
+It stands in for the `.mar` an Elastic Inference user holds: a Gluon model zoo ResNet-18
+(BasicBlockV1, [2, 2, 2, 2]) at a quarter of the width, fresh weights trained for 8 epochs
+on the recipe's own training split of scikit-learn's digits at 32x32 RGB, exported with
+HybridBlock.export() and packed by the real model-archiver 1.0.3. All of it runs in
+optimizer's isolated MXNet environment:
+
+    python recipes/models/make_resnet_mar.py
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from optimizer.data import load_dataset
+from optimizer.mxnet import example
+from optimizer.recipe import DigitsDataset, Split
+
+NAME = "resnet18q-digits"
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    # the recipe's split, so the archive never saw the recipe's test images
+    ds = load_dataset(DigitsDataset(kind="sklearn-digits", split=Split(test=0.2, val=0.1, seed=0)))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / NAME
+        contract = example.train_resnet(ds, folder, NAME, size=32, epochs=8)
+        example.write_extras(folder, contract)
+        made = example.model_archiver(folder, NAME, Path(tmp) / "out")
+        shutil.copy(made, HERE / made.name)
+    print(f"wrote {HERE / made.name}")
+
+
+if __name__ == "__main__":
+    main()
