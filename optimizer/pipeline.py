@@ -134,8 +134,9 @@ class Builder:
             "versions": versions(loader.tools),
             "code": code_digest(*loader.modules, *COMMON_CODE),
         })
+        what = " ".join(filter(None, (cfg.kind, getattr(cfg, "architecture", None))))
         ref, cached, secs = self._cached_model(
-            key, f"source ({cfg.kind} {getattr(cfg, 'architecture', '')})",
+            key, f"source ({what})",
             lambda tmp, ckpt: loader.load(cfg, dataset, self._context(tmp, dataset, ckpt)),
         )
         return Artifact("source", cfg.kind, ref, cached, secs)

@@ -90,6 +90,13 @@ def print_targets(console: Console | None = None) -> None:
     for mb in (128, 512, 1024, 1536, 1769, 3008, 5307, 7076, 8845, 10240):
         mt.add_row(str(mb), f"{t.vcpus(mb):.3f}", str(t.threads_for(mb)))
     console.print(mt)
+    bt = Table(title="Server baselines (validate.baselines)")
+    for col in ("name", "hardware", "$/hour", "images/s", "$ per 1M images", "workload"):
+        bt.add_column(col)
+    for b in t.BASELINES.values():
+        bt.add_row(b.name, b.hardware, f"{b.usd_per_hour:.3f}", f"{b.images_per_second:g}",
+                   f"{b.usd_per_million_images:.4f}", b.workload)
+    console.print(bt)
     lim = t.LIMITS
     console.print(
         f"Limits: zip upload {lim.zip_upload_bytes:,} B, unzipped (with layers) "
