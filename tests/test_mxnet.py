@@ -280,3 +280,23 @@ def test_env_without_a_suitable_python(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(envs.EnvFailed, match="OPTIMIZER_MXNET_PYTHON"):
         envs.find_python(spec)
+
+
+def test_env_that_cannot_import_is_remade(tmp_path, models, monkeypatch):
+    """A ready-looking env whose MXNet no longer imports: the call remakes it and succeeds."""
+    import shutil
+
+    real = envs.ensure(envs.MXNET)
+    copy = tmp_path / real.root.name
+    shutil.copytree(real.root, copy, symlinks=True, ignore=shutil.ignore_patterns("addons"))
+    monkeypatch.setenv("OPTIMIZER_ENVS", str(tmp_path))
+    damaged = envs.Env(envs.MXNET, copy)
+    (damaged.site_packages() / "mxnet" / "__init__.py").write_text("raise ImportError('hit')\n")
+    assert damaged.whole()  # the marker and key files cannot see it
+    lines: list[str] = []
+    info = bridge.call("inspect", {"symbol": str(models["gluon-symbol"]),
+                                   "params": str(models["gluon-params"]),
+                                   "input_shape": [1, 3, 16, 16]}, log=lines.append)
+    assert info["mxnet"] == "1.9.1" and info["input_name"] == "data"
+    assert any("cannot import" in ln and "hit" in ln for ln in lines)
+    assert any("creating the mxnet environment" in ln for ln in lines)

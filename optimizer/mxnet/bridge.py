@@ -18,6 +18,7 @@ from optimizer.mxnet import env as envs
 
 WORKER = Path(__file__).with_name("worker.py")
 USER_ERROR = 2
+ENV_BROKEN = 3
 
 
 class WorkerFailed(OptimizerError):
@@ -26,7 +27,26 @@ class WorkerFailed(OptimizerError):
 
 def call(command: str, request: dict[str, Any], *, log=print, timeout: float = 3600,
          addons: tuple[str, ...] = ()) -> dict[str, Any]:
-    env = envs.ensure(envs.MXNET, addons, log=log)
+    """Run one worker command; an env that cannot import its own packages is remade once."""
+    for attempt in (1, 2):
+        env = envs.ensure(envs.MXNET, addons, log=log)
+        code, answer, output = _run(env, command, request, timeout, addons, log)
+        if code == ENV_BROKEN and attempt == 1:
+            log(f"MXNet environment {env.root} cannot import its packages "
+                f"({(answer or {}).get('env_broken')}); remaking it")
+            env.discard()
+            continue
+        break
+    if code == USER_ERROR and answer and "error" in answer:
+        raise BadInput(answer["error"])
+    if code != 0 or answer is None:
+        tail = "\n".join(output.strip().splitlines()[-12:])
+        raise WorkerFailed(f"MXNet {command} failed (exit {code}) in {env.root}:\n{tail}")
+    return answer
+
+
+def _run(env: envs.Env, command: str, request: dict[str, Any], timeout: float,
+         addons: tuple[str, ...], log) -> tuple[int, dict[str, Any] | None, str]:
     with tempfile.TemporaryDirectory(prefix="optimizer-mxnet-") as tmp:
         reply = Path(tmp) / "reply.json"
         req = Path(tmp) / "request.json"
@@ -40,13 +60,7 @@ def call(command: str, request: dict[str, Any], *, log=print, timeout: float = 3
         for line in proc.stdout.splitlines():
             log(f"  mxnet: {line}")
         answer = json.loads(reply.read_text()) if reply.exists() else None
-    if proc.returncode == USER_ERROR and answer and "error" in answer:
-        raise BadInput(answer["error"])
-    if proc.returncode != 0 or answer is None:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
-        raise WorkerFailed(f"MXNet {command} failed (exit {proc.returncode}) in {env.root}:\n"
-                           f"{tail}")
-    return answer
+    return proc.returncode, answer, proc.stderr or proc.stdout
 
 
 def tool(argv: list[str], *, cwd: Path, log=print, addons: tuple[str, ...] = (),

@@ -144,6 +144,10 @@ class Env:
         env["MXNET_SUBGRAPH_VERBOSE"] = "0"
         return env
 
+    def discard(self) -> None:
+        """Forget that this env is ready; the next ensure() remakes it."""
+        (self.root / READY).unlink(missing_ok=True)
+
     def whole(self, addons: tuple[str, ...] = ()) -> bool:
         try:
             marker = json.loads((self.root / READY).read_text())

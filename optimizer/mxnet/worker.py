@@ -14,6 +14,7 @@ import sys
 import time
 
 USER_ERROR = 2
+ENV_BROKEN = 3
 
 
 class UserError(Exception):
@@ -243,10 +244,17 @@ def main() -> int:
         req = json.load(f)
     reply_path = req["reply"]
     try:
-        reply = COMMANDS[command](req)
-        code = 0
-    except UserError as exc:
-        reply, code = {"error": str(exc)}, USER_ERROR
+        import mxnet  # noqa: F401
+        import numpy  # noqa: F401
+        import onnx  # noqa: F401
+    except Exception as exc:  # a damaged install: the caller remakes the env and retries
+        reply, code = {"env_broken": f"{type(exc).__name__}: {exc}"}, ENV_BROKEN
+    else:
+        try:
+            reply = COMMANDS[command](req)
+            code = 0
+        except UserError as exc:
+            reply, code = {"error": str(exc)}, USER_ERROR
     tmp = reply_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(reply, f)
