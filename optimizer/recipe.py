@@ -108,7 +108,7 @@ class _MxnetCommon(Strict):
     @field_validator("input_shape")
     @classmethod
     def _positive(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (min(v[1:]) < 1 or v[1] not in (1, 3)):
+        if v is not None and (v[0] < 0 or min(v[1:]) < 1 or v[1] not in (1, 3)):
             raise ValueError(f"expected [batch, 1 or 3 channels, height, width], got {v}")
         return v
 

@@ -71,8 +71,9 @@ def _convert(cfg, dataset, ctx, symbol: Path, params: Path, info, prepared, log)
     if shape is None:
         raise BadInput(f"{where}: the input shape is unknown (no signature.json); set "
                        "source.input_shape, e.g. [1, 3, 224, 224]")
+    shape = [1, *shape[1:]]  # MMS writes 0 for "any batch"; the export makes it dynamic
     name = cfg.input_name or (info.input_name if info else None)
-    graph = convert.inspect(symbol, params, list(shape), name, log)
+    graph = convert.inspect(symbol, params, shape, name, log)
     n_out = graph.output_shape[-1] if len(graph.output_shape) == 2 else None
     if n_out is None:
         raise BadInput(f"{where}: output shape {graph.output_shape}; expected (batch, classes)")
@@ -83,7 +84,7 @@ def _convert(cfg, dataset, ctx, symbol: Path, params: Path, info, prepared, log)
             raise BadInput(f"{where}: synset.txt has {len(info.labels)} labels for {n_out} "
                            "outputs")
         classes = info.labels
-    pre = _preprocess(cfg, list(shape), info)
+    pre = _preprocess(cfg, shape, info)
     out = ctx.out_dir / FILE_NAMES["onnx"]
     log(f"converting {symbol.name} ({graph.params:,} params, ops: {', '.join(graph.ops)}) to "
         "ONNX in the MXNet environment")
