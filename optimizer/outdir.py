@@ -52,6 +52,10 @@ def check_replaceable(out: Path) -> None:
                        "earlier build; refusing to replace it")
 
 
+def _ort_suffix(f: Path) -> str:
+    return ".ort" if f.suffix == ".ort" else f".{f.name}"
+
+
 def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
             package_files: list[Path] = ()) -> None:
     out = out.absolute()
@@ -61,6 +65,8 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
         for art in artifacts:
             if art.candidate or art.step in ("architecture", *STUDENT_STEPS):
                 _copy_model(art, tmp / artifact_file(art))
+            for f in art.ort_files:  # int8.ort, int8.required_operators.config
+                shutil.copyfile(f, tmp / f"{Path(artifact_file(art)).stem}{_ort_suffix(f)}")
         if package_files:
             (tmp / "package").mkdir()
             for f in package_files:

@@ -5,6 +5,7 @@ The only module that knows about the cache and the output folder; steps just tra
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -57,6 +58,7 @@ class Artifact:
     parent: str | None = None  # the artifact this one was made from
     variant: str = ""  # the candidate (student) it descends from, if the recipe lists several
     step_name: str = "source"  # the recipe step that made it
+    ort_files: tuple[Path, ...] = ()  # .ort model and its operator config, for ONNX ones
 
     @property
     def candidate(self) -> bool:
@@ -256,6 +258,24 @@ class Builder:
             art.validation["latency"] = {**hit[art.name],
                                          "isa_cap": cap_note(art.model.kind, t.name)}
 
+    def ort_format(self, art: Artifact, dataset: Dataset) -> None:
+        """The .ort file and reduced-operator config of an ONNX artifact, and load times."""
+        from optimizer.validate import ort_format
+
+        folder, _ = self.cached_dir(
+            make_key({"ort_format": art.model.digest, "versions": versions(RUNTIME_LIBS),
+                      "code": code_digest(ort_format.__file__)}),
+            f"ort format of {art.name}",
+            lambda tmp: (tmp / "result.json").write_text(json.dumps(
+                ort_format.convert(art.model.path, tmp))))
+        result = json.loads((folder / "result.json").read_text())
+        key = self._validation_key("ort_load", [art.model.digest], dataset)
+        if (times := None if self.force else self.cache.get_json(key)) is None:
+            times = ort_format.load_times(art.model.path, folder / ort_format.ORT_FILE)
+            self.cache.put_json(key, times)
+        art.validation["ort_format"] = {**result, **times}
+        art.ort_files = (folder / ort_format.ORT_FILE, folder / ort_format.CONFIG_FILE)
+
     # --- the whole build --------------------------------------------------------------
 
     def run(self, out_dir: Path) -> BuildResult:
@@ -274,6 +294,9 @@ class Builder:
         for art in artifacts:
             self.accuracy(art, dataset)
         self.latency(artifacts, dataset)
+        for art in artifacts:
+            if art.model.is_onnx:
+                self.ort_format(art, dataset)
         reference = source.validation["top1"]
         for art in artifacts:
             v = art.validation

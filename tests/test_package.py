@@ -16,6 +16,7 @@ from optimizer import targets
 from optimizer.cli import app
 from optimizer.errors import BadInput
 from optimizer.package import archive, elfcheck, lambda_zip, layers, sizes
+from optimizer.validate import isa
 from tests.conftest import keras_recipe
 
 runner = CliRunner()
@@ -61,6 +62,13 @@ def test_zip_package_fits_and_runs_its_handler(zip_build):
     proof = fn["proof"]
     assert proof["python"].startswith("3.12.") and proof["label"] == proof["expected"]
     assert 400 <= proof["bad_request_status"] < 500
+    # the same answer again with only the CPU Lambda promises (qemu -cpu Haswell)
+    if isa.emulator("x86_64") is None:
+        assert "qemu-x86_64 is not installed" in proof["isa"]["skipped"]
+    else:
+        assert proof["isa"]["emulator"] == "qemu-x86_64 -cpu Haswell"
+        assert proof["isa"]["label"] == proof["label"]
+        assert abs(proof["isa"]["score"] - proof["score"]) < 1e-3
     slim = fn["slim"]
     assert slim["dependencies_after"] < slim["dependencies_before"]
     assert any("libonnxruntime" in rule for rule in slim["removed_by_rule"])

@@ -76,6 +76,20 @@ def test_onnx_source_quantized(tmp_path, tiny_onnx, cache_env):
     doc = json.loads(result.stdout)
     assert [a["candidate"] for a in doc["artifacts"]] == [True, True]
     assert doc["ship"] in ("source", "quantize")
+    # ORT format beside each ONNX artifact: same answers, and the operators it needs
+    import onnxruntime as ort
+
+    out = tmp_path / "out"
+    x = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+    for name in ("source", "quantize"):
+        runs = [ort.InferenceSession(str(out / f"{name}.{ext}"), providers=[
+            "CPUExecutionProvider"]) for ext in ("onnx", "ort")]
+        y = [s.run(None, {s.get_inputs()[0].name: x})[0] for s in runs]
+        np.testing.assert_allclose(y[0], y[1], atol=1e-5)
+        ops = (out / f"{name}.required_operators.config").read_text()
+        assert "ai.onnx;" in ops and "Conv" in ops
+        info = next(a for a in doc["artifacts"] if a["name"] == name)["validation"]
+        assert info["ort_format"]["load_ms_ort"] > 0 and info["ort_format"]["operators"] > 0
 
 
 def test_onnx_external_data_outside_folder_is_refused(tmp_path, tiny_onnx):

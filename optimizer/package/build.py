@@ -31,6 +31,7 @@ from optimizer.package.sizes import mib
 from optimizer.preprocess import apply
 from optimizer.progress import Progress
 from optimizer.recipe import ImageConfig, Recipe
+from optimizer.validate import isa
 from optimizer.validate.accuracy import predict
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ DEPS_CODE = tuple(str(_HERE / f) for f in ("wheels.py", "slim.py", "slim_rules.p
                                            "elfcheck.py"))
 ZIP_CODE = (*(str(_HERE / f) for f in ("build.py", "lambda_zip.py", "archive.py", "smoke.py",
                                         "layers.py")),
-            *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")))
+            *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")),
+            str(_HERE.parent / "validate" / "isa.py"))
 
 
 SAMPLE_EVENT = "sample-event.json"  # a test image the build got right, as a request
@@ -227,6 +229,18 @@ class Packager:
         (work / "tune.html").write_text(render(out.tune))
         out.files.append(work / "tune.html")
 
+    def _prove_isa(self, zips: list[Path], plan: lambda_zip.ZipPlan, sample: Sample) -> dict:
+        """The same proof with the CPU the target promises, not the one this host has."""
+        target = self.recipe.target.name
+        emu = isa.emulator(target)
+        if emu is None:
+            return {"skipped": isa.why_not(target)}
+        self.progress.log(f"prove  zip under {emu.describe()} (the {target} target's ISA)")
+        result = lambda_zip.prove(zips, plan, proof_events(sample), emulate=emu, target=target)
+        checked = check_proof(result["responses"], sample, f"zip under {emu.describe()}")
+        return {"emulator": emu.describe(), "label": checked["label"],
+                "score": checked["score"], "seconds": result["seconds"]}
+
     def _zip(self, plan: lambda_zip.ZipPlan, function_dir: Path, deps: Path, slimmed: dict,
              fn_bytes: int, sample: Sample, out: Packages) -> None:
         key = make_key({"zip": deps.name, "function": sha256_tree(function_dir),
@@ -246,7 +260,8 @@ class Packager:
             if smoke_ok := smoke.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(sample))
                 proof = {**check_proof(result["responses"], sample, "zip"),
-                         "python": result["python"], "init_ms": round(result["init_ms"], 1)}
+                         "python": result["python"], "init_ms": round(result["init_ms"], 1),
+                         "isa": self._prove_isa(zips, plan, sample)}
             else:
                 proof = {"skipped": f"the package is for {plan.arch} and this machine cannot "
                                     "run it natively"}

@@ -11,6 +11,7 @@ from optimizer.model import sha256_file
 from optimizer.package import layers as layer_split
 from optimizer.package import sizes, smoke
 from optimizer.package.archive import extract_zip, files_under, write_zip
+from optimizer.validate.isa import Emulator
 
 FUNCTION_ZIP = "function.zip"
 
@@ -63,7 +64,8 @@ def describe(zips: list[Path]) -> tuple[list[dict], list[sizes.Limit]]:
     return records, sizes.limits_for(parts)
 
 
-def prove(zips: list[Path], plan: ZipPlan, events: list) -> dict:
+def prove(zips: list[Path], plan: ZipPlan, events: list, emulate: Emulator | None = None,
+          target: str | None = None) -> dict:
     """Unpack as Lambda does (/var/task and /opt) and invoke the handler."""
     with tempfile.TemporaryDirectory(prefix="optimizer-unzip-") as tmp:
         task = Path(tmp) / "task"
@@ -73,7 +75,8 @@ def prove(zips: list[Path], plan: ZipPlan, events: list) -> dict:
             opt = Path(tmp) / f"opt{i}"
             extract_zip(layer, opt)
             opts.append(opt)
-        return smoke.run(plan.python, task, opts, events, plan.memory_mb)
+        return smoke.run(plan.python, task, opts, events, plan.memory_mb,
+                         timeout_s=900 if emulate else 300, emulate=emulate, target=target)
 
 
 def sample_event(png: bytes) -> dict:

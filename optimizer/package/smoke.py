@@ -15,9 +15,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from optimizer.errors import PackageFailed
+from optimizer.validate.isa import Emulator, check_signal
 
 RUNNER = r'''
 import json, sys, time
@@ -60,7 +62,9 @@ def can_run(arch: str) -> bool:
 
 
 def run(python_version: str, task: Path, opt_roots: list[Path], events: list,
-        memory_mb: int, timeout_s: float = 300) -> dict:
+        memory_mb: int, timeout_s: float = 300, emulate: Emulator | None = None,
+        target: str | None = None) -> dict:
+    """`emulate` runs the interpreter under qemu-user as the target's CPU (15-90x slower)."""
     python = find_python(python_version)
     if python is None:
         raise PackageFailed(f"no Python {python_version} on this machine to prove the package "
@@ -72,17 +76,25 @@ def run(python_version: str, task: Path, opt_roots: list[Path], events: list,
         events_file.write_text(json.dumps(events))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb), "LANG": "C.UTF-8"}
+        t0 = time.perf_counter()
         proc = subprocess.run(
-            [str(python), "-I", "-S", "-B", str(runner), str(task),
+            [*(emulate.prefix() if emulate else []), str(python), "-I", "-S", "-B", str(runner),
+             str(task),
              *(str(o) for o in opt_roots), str(events_file)],
             capture_output=True, text=True, env=env, timeout=timeout_s, cwd=tmp,
         )
+        seconds = time.perf_counter() - t0
+    where = f"Python {python_version}" + (f" under {emulate.describe()}" if emulate else "")
     if proc.returncode != 0:
+        if emulate and target:
+            check_signal(proc.returncode, target, f"the packaged handler ({where})")
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        raise PackageFailed(f"the packaged handler failed under Python {python_version}:\n{tail}")
+        raise PackageFailed(f"the packaged handler failed under {where} (exit "
+                            f"{proc.returncode}):\n{tail}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["foreign"]:
         raise PackageFailed("the packaged handler imported modules from outside the package: "
                          + ", ".join(result["foreign"][:5]))
     result["interpreter"] = str(python)
+    result["seconds"] = round(seconds, 2)
     return result

@@ -60,6 +60,21 @@ def _students(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ort_format(r: dict[str, Any]) -> list[str]:
+    rows = [(a["name"], a["validation"]["ort_format"]) for a in r["artifacts"]
+            if "ort_format" in a["validation"]]
+    if not rows:
+        return []
+    return ["", "## ONNX Runtime format", "",
+            "Beside each ONNX artifact: `NAME.ort` and `NAME.required_operators.config`, for "
+            "an ONNX Runtime built with `--minimal_build --include_ops_by_config`. Load is "
+            "the median session creation (1 thread) over 7 alternating rounds.", "",
+            "| artifact | .ort size | operators | load .onnx ms | load .ort ms |",
+            "|---|---:|---:|---:|---:|",
+            *(f"| {name} | {_mb(o['bytes'])} | {o['operators']} | {o['load_ms_onnx']} | "
+              f"{o['load_ms_ort']} |" for name, o in rows)]
+
+
 def render(r: dict[str, Any]) -> str:
     t, h = r["target"], r["host"]
     vs = h["versus_target"]
@@ -101,6 +116,7 @@ def render(r: dict[str, Any]) -> str:
         "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied.",
         *_students(r),
         *(migration.markdown(r["migration"]) if r.get("migration") else []),
+        *_ort_format(r),
         "",
         "## Machine and target",
         "",

@@ -33,10 +33,15 @@ def _proof(rec: dict, compact: bool) -> str:
     if "skipped" in p:
         return f"skipped: {p['skipped']}"
     how = f"Python {p['python']}" if "python" in p else "docker run + Runtime API"
+    emu = p.get("isa") or {}
+    cpu = (f"; {emu['emulator'].split(' -cpu ')[-1]} ok" if "emulator" in emu
+           else "; ISA not proved" if emu else "")
     if compact:
-        return f"ok ({how})"
+        return f"ok ({how}{cpu})"
+    isa_text = (f"; same answer under {emu['emulator']} ({emu['seconds']} s)" if "emulator" in emu
+                else f"; ISA not proved: {emu['skipped']}" if emu else "")
     return (f"{how}: '{p['label']}' ({p['score']:.3f}) for a '{p['expected']}' image; "
-            f"bad request -> {p['bad_request_status']}")
+            f"bad request -> {p['bad_request_status']}{isa_text}")
 
 
 def rows(report: dict[str, Any], compact: bool = False) -> list[tuple[str, ...]]:
