@@ -104,7 +104,8 @@ def find_python(spec: EnvSpec) -> tuple[str, tuple[int, int]]:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across processes, for making something once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -176,7 +177,7 @@ def ensure(spec: EnvSpec = MXNET, addons: tuple[str, ...] = (), log: Log = print
     env = Env(spec, base / f"{spec.name}-{spec.digest('.'.join(map(str, version)))}")
     if env.whole(addons):
         return env
-    with _locked(env.root.with_name(env.root.name + ".lock")):
+    with file_lock(env.root.with_name(env.root.name + ".lock")):
         if env.whole(addons):  # another process finished it while we waited
             return env
         if not env.whole():

@@ -232,14 +232,18 @@ class Packager:
     def _prove_isa(self, zips: list[Path], plan: lambda_zip.ZipPlan, sample: Sample) -> dict:
         """The same proof with the CPU the target promises, not the one this host has."""
         target = self.recipe.target.name
-        emu = isa.emulator(target)
+        try:
+            emu = isa.emulator(target, plan.python, log=self.progress.log)
+        except PackageFailed as exc:  # no debootstrap or no mirror: say so, do not fail
+            return {"skipped": str(exc)}
         if emu is None:
-            return {"skipped": isa.why_not(target)}
+            return {"skipped": isa.why_not(target, plan.python)}
         self.progress.log(f"prove  zip under {emu.describe()} (the {target} target's ISA)")
         result = lambda_zip.prove(zips, plan, proof_events(sample), emulate=emu, target=target)
         checked = check_proof(result["responses"], sample, f"zip under {emu.describe()}")
         return {"emulator": emu.describe(), "label": checked["label"],
-                "score": checked["score"], "seconds": result["seconds"]}
+                "score": checked["score"], "seconds": result["seconds"],
+                "checked": checked, "python": result["python"]}
 
     def _zip(self, plan: lambda_zip.ZipPlan, function_dir: Path, deps: Path, slimmed: dict,
              fn_bytes: int, sample: Sample, out: Packages) -> None:
@@ -257,14 +261,20 @@ class Packager:
                 raise PackageTooLarge("; ".join(
                     f"{lim.what}: {mib(lim.size)} ({lim.size:,} B) over the "
                     f"{mib(lim.limit)} limit" for lim in over) + hint)
-            if smoke_ok := smoke.can_run(plan.arch):
+            if native := smoke.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(sample))
                 proof = {**check_proof(result["responses"], sample, "zip"),
-                         "python": result["python"], "init_ms": round(result["init_ms"], 1),
-                         "isa": self._prove_isa(zips, plan, sample)}
+                         "python": result["python"], "init_ms": round(result["init_ms"], 1)}
+            emulated = self._prove_isa(zips, plan, sample)
+            checked, python = emulated.pop("checked", None), emulated.pop("python", None)
+            if native:
+                proof["isa"] = emulated
+            elif checked:  # a foreign CPU: the emulated run is the proof
+                proof = {**checked, "python": python, "isa": emulated}
             else:
                 proof = {"skipped": f"the package is for {plan.arch} and this machine cannot "
-                                    "run it natively"}
+                                    f"run it natively; {emulated['skipped']}"}
+            smoke_ok = native or checked is not None
             (tmp / "result.json").write_text(json.dumps({
                 "records": records, "limits": [lim.__dict__ for lim in limits],
                 "proof": proof, "proved": smoke_ok}, indent=1))

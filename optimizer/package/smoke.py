@@ -64,8 +64,9 @@ def can_run(arch: str) -> bool:
 def run(python_version: str, task: Path, opt_roots: list[Path], events: list,
         memory_mb: int, timeout_s: float = 300, emulate: Emulator | None = None,
         target: str | None = None) -> dict:
-    """`emulate` runs the interpreter under qemu-user as the target's CPU (15-90x slower)."""
-    python = find_python(python_version)
+    """`emulate` runs the interpreter under qemu-user as the target's CPU (15-90x slower);
+    for a foreign architecture it brings that architecture's interpreter too."""
+    python = emulate.python if emulate and emulate.python else find_python(python_version)
     if python is None:
         raise PackageFailed(f"no Python {python_version} on this machine to prove the package "
                          f"with; install one (pyenv install {python_version})")
