@@ -53,6 +53,8 @@ class Target(BaseModel):
     # /proc/cpuinfo flag names the artifact may use; anything else on the build host is extra.
     flags: tuple[str, ...]
     price_gb_s: float
+    # fp16 arithmetic in hardware; F16C and AVX-512 before FP16 only convert to fp32
+    fp16_native: bool = False
     opt_in: bool = False
     note: str = ""
 
@@ -128,6 +130,7 @@ TARGETS: dict[str, Target] = {
             cpu="neoverse-n1",
             flags=("asimd", "asimddp", "fphp", "asimdhp"),
             price_gb_s=0.0000133334,
+            fp16_native=True,
             note="Graviton2: dotprod and fp16 arithmetic",
         ),
     )

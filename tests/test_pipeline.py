@@ -41,6 +41,11 @@ def test_build_report_and_cache(tmp_path, tiny_keras, cache_env):
         assert 0 <= v["accuracy"] <= 100 and v["samples"] == report["dataset"]["splits"]["test"]
         assert v["latency"]["threads"] == 1 and v["latency"]["p95_ms"] >= v["latency"]["p50_ms"]
         assert v["size_bytes"] > 0
+    # fp16 on an AVX2 target: measured, but not shipped, with the reason in the report
+    fp16 = next(a for a in report["artifacts"] if a["name"] == "fp16")
+    gate = next(g for g in fp16["gates"] if g["gate"] == "fp16_native")
+    assert not gate["passed"] and "no fp16 arithmetic" in gate["why"]
+    assert report["ship"] != "fp16"
     assert report["host"]["flags"] == sorted(report["host"]["flags"])
     assert report["target"]["threads"] == 1
     md = (out / "report.md").read_text()
@@ -175,3 +180,23 @@ def test_sigterm_mid_step_leaves_no_partial_files(tmp_path, tiny_keras, cache_en
     assert b"nothing was published" in stderr
     assert list(cache_env.rglob(".tmp-*")) == []
     assert not out.exists()
+
+
+def test_fp16_gate_follows_the_target_and_insist(tmp_path, tiny_keras):
+    from types import SimpleNamespace
+
+    from optimizer.recipe import load_recipe
+    from optimizer.validate.gates import check
+
+    v = {"accuracy": 90.0, "latency": {"p50_ms": 1.0}, "size_bytes": 1}
+    art = SimpleNamespace(step="fp16", step_name="half", validation=v)
+    src = SimpleNamespace(validation=v)
+    for target, insist, ok in (("x86_64", False, False), ("x86_64", True, True),
+                               ("arm64", False, True)):
+        recipe = tiny_recipe(tmp_path, tiny_keras)
+        text = recipe.read_text().replace("- step: fp16\n", "- step: fp16\n    name: half\n"
+                                          f"    insist: {str(insist).lower()}\n")
+        recipe.write_text(text + f"target: {{name: {target}}}\n")
+        gate = next(g for g in check(art, src, load_recipe(recipe))
+                    if g["gate"] == "fp16_native")
+        assert gate["passed"] is ok, (target, insist, gate)

@@ -108,6 +108,9 @@ def render(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        *(f"- {a['name']}: {g['gate']}: {g['why']}" for a in r["artifacts"] for g in a["gates"]
+          if "why" in g),
+        "",
         f"Accuracy is top-1 on {r['artifacts'][0]['validation']['samples']} test images; drop "
         "is in points against the source; agreement is top-1 agreement with the source.",
         f"Latency is batch 1 over {r['artifacts'][0]['validation']['latency']['runs']} runs "

@@ -22,6 +22,9 @@ class Fp16Config(StepConfig):
     op_block_list: list[str] = Field(
         default_factory=list, description="op types kept in float32 (added to the defaults)"
     )
+    insist: bool = Field(
+        default=False, description="let it ship on a target without fp16 arithmetic (x86_64: "
+        "F16C only converts, so every op widens to fp32 and back)")
 
 
 def run(model: ModelRef, config: Fp16Config, ctx: StepContext) -> ModelRef:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from optimizer import targets
+
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact
     from optimizer.recipe import Recipe
@@ -33,7 +35,22 @@ def check(art: Artifact, source: Artifact, recipe: Recipe) -> list[dict[str, Any
     if g.max_model_mb is not None:
         mb = v["size_bytes"] / 1e6
         out.append(_gate("max_model_mb", mb, g.max_model_mb, mb <= g.max_model_mb, "MB"))
+    if art.step == "fp16":
+        out.append(_fp16_native(art, recipe))
     return out
+
+
+def _fp16_native(art: Artifact, recipe: Recipe) -> dict[str, Any]:
+    """fp16 ships only where the target computes in fp16, unless the recipe insists."""
+    t = targets.TARGETS[recipe.target.name]
+    insist = any(s.name == art.step_name and getattr(s, "insist", False) for s in recipe.steps)
+    ok = t.fp16_native or insist
+    why = (f"{t.name} ({t.isa}) computes fp16 natively" if t.fp16_native else
+           f"{t.name} ({t.isa}) has no fp16 arithmetic; shipped anyway (insist: true)"
+           if insist else f"{t.name} ({t.isa}) has no fp16 arithmetic (it would convert every "
+           "op to fp32 and back); set insist: true on the step to allow it")
+    return {"gate": "fp16_native", "value": int(ok), "limit": 1, "unit": "", "passed": ok,
+            "by": 0 if ok else 1, "why": why}
 
 
 def choose(artifacts: list[Artifact], prefer: str = "speed",
@@ -60,6 +77,7 @@ def explain_failure(artifacts: list[Artifact]) -> str:
 
     best = min(candidates, key=shortfall)
     failed = "; ".join(
+        f"{gt['gate']}: {gt['why']}" if "why" in gt else
         f"{gt['gate']} {gt['value']}{gt['unit']} vs limit {gt['limit']}{gt['unit']} "
         f"(off by {gt['by']})"
         for gt in best.gates if not gt["passed"]
