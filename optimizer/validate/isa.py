@@ -19,6 +19,7 @@ from pathlib import Path
 
 from optimizer import targets
 from optimizer.errors import PackageFailed
+from optimizer.package.baseimage import DEFAULT_MIRROR, SUITE_PYTHON
 
 # target name -> (qemu-user binary, -cpu model); None: no emulation can prove it
 EMULATORS: dict[str, tuple[str, str] | None] = {
@@ -72,9 +73,8 @@ def why_not(target: str, python: str | None = None) -> str:
 
 
 # a foreign architecture's Python comes from Debian; these are the versions it has
-SUITE_FOR_PYTHON = {"3.11": "bookworm", "3.13": "trixie"}
+SUITE_FOR_PYTHON = {python: suite for suite, (python, _) in SUITE_PYTHON.items()}
 DEB_ARCH = {"aarch64": "arm64"}
-MIRROR = "http://deb.debian.org/debian"
 # ONNX Runtime reads /proc/cpuinfo on arm64 and crashes on an x86 one; qemu -L serves this
 ARM64_CPUINFO = """processor\t: 0
 BogoMIPS\t: 243.75
@@ -112,7 +112,7 @@ def sysroot(arch: str, suite: str, log=print) -> Path:
         log(f"making a {suite} {arch} root with Python for qemu (once) in {root}")
         proc = subprocess.run(["debootstrap", f"--arch={DEB_ARCH.get(arch, arch)}", "--foreign",
                                "--variant=minbase", "--include=python3", suite, str(root),
-                               MIRROR], capture_output=True, text=True)
+                               DEFAULT_MIRROR], capture_output=True, text=True)
         if proc.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             raise PackageFailed(f"debootstrap {suite} {arch} failed: "
