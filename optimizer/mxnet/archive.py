@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from optimizer.errors import BadInput
+from optimizer.package.archive import safe_name
 
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 4 << 30
@@ -59,19 +60,10 @@ class ArchiveInfo:
     notes: list[str] = field(default_factory=list)
 
 
-def _safe_name(name: str, archive: Path) -> PurePosixPath | None:
-    """The member's relative path, None for a folder entry; refuses escapes."""
-    if "\0" in name:
-        raise BadInput(f"{archive}: member name with a NUL byte; refused")
-    norm = name.replace("\\", "/")
-    path = PurePosixPath(norm)
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
-        raise BadInput(f"{archive}: member '{name}' has an absolute path; refused")
-    if ".." in path.parts:
-        raise BadInput(f"{archive}: member '{name}' points outside the archive (path "
-                       "traversal); refused")
-    parts = [p for p in path.parts if p not in ("", ".")]
-    return PurePosixPath(*parts) if parts else None
+def _member(name: str, archive: Path) -> PurePosixPath | None:
+    """The member's relative path (the package zips' rules), None for a folder entry."""
+    rel = safe_name(name, str(archive))
+    return rel if rel.parts else None
 
 
 class _Writer:
@@ -123,7 +115,7 @@ def extract(archive: Path, dest: Path, limits: Limits = Limits()) -> None:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
                 for info in z.infolist():
-                    rel = _safe_name(info.filename, archive)
+                    rel = _member(info.filename, archive)
                     kind = _zip_kind(info)
                     if kind in ("link", "special file"):
                         raise BadInput(f"{archive}: member '{info.filename}' is a {kind}; refused")
@@ -134,7 +126,7 @@ def extract(archive: Path, dest: Path, limits: Limits = Limits()) -> None:
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as t:
                 for member in t:
-                    rel = _safe_name(member.name, archive)
+                    rel = _member(member.name, archive)
                     if member.issym() or member.islnk():
                         raise BadInput(f"{archive}: member '{member.name}' is a link; refused")
                     if not (member.isfile() or member.isdir()):
@@ -166,7 +158,7 @@ def _json(path: Path) -> dict:
 
 
 def _inside(root: Path, name: str, what: str, where: Path) -> Path:
-    rel = _safe_name(name, where)
+    rel = _member(name, where)
     path = root.joinpath(*rel.parts) if rel else root
     if not path.is_file():
         raise BadInput(f"{where}: {what} '{name}' is not in the archive")

@@ -62,7 +62,12 @@ def zip_tree(dest: Path, root: Path, prefix: str = "") -> None:
 def safe_name(name: str, where: str) -> PurePosixPath:
     """An archive member name that stays inside the folder it is extracted to."""
     p = PurePosixPath(name)
-    if name.startswith(("/", "\\")) or ".." in p.parts or "\\" in name or ":" in p.parts[0:1]:
+    if "\0" in name:
+        raise BadInput(f"{where}: an entry's name holds a NUL byte; refusing this archive")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise BadInput(f"{where}: entry '{name}' has an absolute path (path traversal); "
+                       "refusing this archive")
+    if ".." in p.parts or "\\" in name:
         raise BadInput(f"{where}: entry '{name}' would be written outside the target folder "
                        "(path traversal); refusing this archive")
     return p
