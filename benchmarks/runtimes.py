@@ -24,7 +24,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from optimizer import hostinfo
 from optimizer.data import load_dataset, prepared
 from optimizer.preprocess import Preprocess
 from optimizer.recipe import load_recipe
+from optimizer.steps.onnx_util import session
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/mobilenet-lambda.yaml"
@@ -84,12 +84,7 @@ def peak_gflops() -> dict:
 
 
 def ort_runner(path: Path) -> Callable:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = session(path, threads=1)
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})[0]
 
@@ -175,20 +170,19 @@ def main() -> None:
     calib = prepared(ds, "train", pre, 256)
     keras_path = ART / f"student@{STUDENT}.keras"
     lite = tflite_models(keras_path, calib)
-    with tempfile.TemporaryDirectory():
-        runners = {
-            "onnxruntime fp32": ort_runner(ART / f"fp32@{STUDENT}.onnx"),
-            "onnxruntime fp32-opt": ort_runner(ART / f"fp32-opt@{STUDENT}.onnx"),
-            "onnxruntime int8 (QDQ)": ort_runner(ART / f"int8@{STUDENT}.onnx"),
-            "litert fp32 (XNNPACK)": litert_runner(lite["fp32"]),
-            "litert int8 (XNNPACK)": litert_runner(lite["int8"]),
-            "openvino fp32": openvino_runner(ART / f"fp32@{STUDENT}.onnx"),
-            "tensorflow (Keras, oneDNN <= AVX2)": tf_runner(keras_path),
-        }
-        accuracy = {k: round(100 * float(np.mean(
-            [int(np.argmax(run(x_test[i:i + 1]))) == y for i, y in enumerate(y_test)])), 2)
-            for k, run in runners.items()}
-        timing = time_all(runners, x_test[:1], args.rounds, args.per_round)
+    runners = {
+        "onnxruntime fp32": ort_runner(ART / f"fp32@{STUDENT}.onnx"),
+        "onnxruntime fp32-opt": ort_runner(ART / f"fp32-opt@{STUDENT}.onnx"),
+        "onnxruntime int8 (QDQ)": ort_runner(ART / f"int8@{STUDENT}.onnx"),
+        "litert fp32 (XNNPACK)": litert_runner(lite["fp32"]),
+        "litert int8 (XNNPACK)": litert_runner(lite["int8"]),
+        "openvino fp32": openvino_runner(ART / f"fp32@{STUDENT}.onnx"),
+        "tensorflow (Keras, oneDNN <= AVX2)": tf_runner(keras_path),
+    }
+    accuracy = {k: round(100 * float(np.mean(
+        [int(np.argmax(run(x_test[i:i + 1]))) == y for i, y in enumerate(y_test)])), 2)
+        for k, run in runners.items()}
+    timing = time_all(runners, x_test[:1], args.rounds, args.per_round)
     work = flops(ART / f"fp32@{STUDENT}.onnx")
     peak = peak_gflops()
     bound_ms = work / (peak["gflops"] * 1e9) * 1000

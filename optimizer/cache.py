@@ -9,6 +9,7 @@ for the same key both end with one complete entry.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +32,26 @@ def default_root() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "optimizer"
+
+
+def envs_root() -> Path:
+    """Where tool environments live (MXNet's venv, emulation roots): OPTIMIZER_ENVS, else
+    `envs` in the default cache, so they outlive any one build's cache."""
+    if env := os.environ.get("OPTIMIZER_ENVS"):
+        return Path(env)
+    return default_root() / "envs"
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across processes, for making something once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @cache

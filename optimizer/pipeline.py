@@ -224,36 +224,44 @@ class Builder:
             "code": code_digest(*VALIDATION_CODE),
         })
 
+    def _measured(self, key: str, what: str, compute: Callable[[], Any]) -> Any:
+        """A cached measurement: reused unless --force, else taken, logged and stored."""
+        hit = None if self.force else self.cache.get_json(key)
+        with self._count:
+            if hit is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        if hit is None:
+            self.progress.log(f"[cyan]measure[/] {what}")
+            hit = compute()
+            self.cache.put_json(key, hit)
+        return hit
+
     def accuracy(self, art: Artifact, dataset: Dataset) -> None:
         g = self.recipe.gates
+
+        def compute() -> dict[str, Any]:
+            x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
+            probs = predict(art.model, x)
+            result = score(probs, dataset.labels_of("test", g.test_samples), None)
+            result["top1"] = probs.argmax(axis=1).tolist()
+            return result
+
         key = self._validation_key("accuracy", [art.model.digest], dataset)
-        if not self.force and (hit := self.cache.get_json(key)) is not None:
-            self.hits += 1
-            art.validation.update(hit)
-            return
-        self.misses += 1
-        self.progress.log(f"[cyan]measure[/] accuracy of {art.name}")
-        x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
-        probs = predict(art.model, x)
-        result = score(probs, dataset.labels_of("test", g.test_samples), None)
-        result["top1"] = probs.argmax(axis=1).tolist()
-        self.cache.put_json(key, result)
-        art.validation.update(result)
+        art.validation.update(self._measured(key, f"accuracy of {art.name}", compute))
 
     def latency(self, group: list[Artifact], dataset: Dataset) -> None:
         """One subprocess for all models, timed in alternating rounds, so ratios are fair."""
         g, t = self.recipe.gates, self.recipe.target
         key = self._validation_key("latency", [(a.name, a.model.digest) for a in group], dataset)
-        hit = None if self.force else self.cache.get_json(key)
-        if hit is None:
-            self.misses += 1
-            self.progress.log(f"[cyan]measure[/] latency of {', '.join(a.name for a in group)}")
+
+        def compute() -> dict[str, Any]:
             x = {a.name: prepared(dataset, "test", a.model.preprocess, limit=1) for a in group}
-            hit = measure({a.name: a.model for a in group}, x, t.threads, g.latency.warmup,
-                          g.latency.runs, targets.TARGETS[t.name].isa)
-            self.cache.put_json(key, hit)
-        else:
-            self.hits += 1
+            return measure({a.name: a.model for a in group}, x, t.threads, g.latency.warmup,
+                           g.latency.runs, targets.TARGETS[t.name].isa)
+
+        hit = self._measured(key, f"latency of {', '.join(a.name for a in group)}", compute)
         for art in group:
             art.validation["latency"] = {**hit[art.name],
                                          "isa_cap": cap_note(art.model.kind, t.name)}
@@ -269,10 +277,10 @@ class Builder:
             lambda tmp: (tmp / "result.json").write_text(json.dumps(
                 ort_format.convert(art.model.path, tmp))))
         result = json.loads((folder / "result.json").read_text())
-        key = self._validation_key("ort_load", [art.model.digest], dataset)
-        if (times := None if self.force else self.cache.get_json(key)) is None:
-            times = ort_format.load_times(art.model.path, folder / ort_format.ORT_FILE)
-            self.cache.put_json(key, times)
+        times = self._measured(
+            self._validation_key("ort_load", [art.model.digest], dataset),
+            f"load time of {art.name} (.onnx against .ort)",
+            lambda: ort_format.load_times(art.model.path, folder / ort_format.ORT_FILE))
         art.validation["ort_format"] = {**result, **times}
         art.ort_files = (folder / ort_format.ORT_FILE, folder / ort_format.CONFIG_FILE)
 

@@ -9,18 +9,17 @@ anything less (an interrupted install, a deleted file) is removed and made again
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optimizer.cache import envs_root, file_lock
 from optimizer.errors import OptimizerError
 
 READY = "ready.json"
@@ -68,15 +67,6 @@ MXNET = EnvSpec(
 )
 
 
-def envs_root() -> Path:
-    """OPTIMIZER_ENVS, else `envs` beside the cache: an env outlives any one cache."""
-    if env := os.environ.get("OPTIMIZER_ENVS"):
-        return Path(env)
-    from optimizer.cache import default_root
-
-    return default_root() / "envs"
-
-
 def _version_of(python: str) -> tuple[int, int] | None:
     try:
         out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],
@@ -101,18 +91,6 @@ def find_python(spec: EnvSpec) -> tuple[str, tuple[int, int]]:
         f"no Python between 3.8 and {'.'.join(map(str, spec.max_python))} for the {spec.name} "
         f"environment (its pins have no wheels for newer ones); tried {', '.join(tried)}. "
         "Set OPTIMIZER_MXNET_PYTHON to such an interpreter.")
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` across processes, for making something once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass

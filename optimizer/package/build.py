@@ -229,21 +229,23 @@ class Packager:
         (work / "tune.html").write_text(render(out.tune))
         out.files.append(work / "tune.html")
 
-    def _prove_isa(self, zips: list[Path], plan: lambda_zip.ZipPlan, sample: Sample) -> dict:
-        """The same proof with the CPU the target promises, not the one this host has."""
+    def _prove_isa(self, zips: list[Path], plan: lambda_zip.ZipPlan,
+                   sample: Sample) -> tuple[dict, dict | None]:
+        """The same proof with the CPU the target promises, not the one this host has:
+        (what to record under proof.isa, the full checked proof with its Python, or None)."""
         target = self.recipe.target.name
         try:
             emu = isa.emulator(target, plan.python, log=self.progress.log)
         except PackageFailed as exc:  # no debootstrap or no mirror: say so, do not fail
-            return {"skipped": str(exc)}
+            return {"skipped": str(exc)}, None
         if emu is None:
-            return {"skipped": isa.why_not(target, plan.python)}
+            return {"skipped": isa.why_not(target, plan.python)}, None
         self.progress.log(f"prove  zip under {emu.describe()} (the {target} target's ISA)")
         result = lambda_zip.prove(zips, plan, proof_events(sample), emulate=emu, target=target)
         checked = check_proof(result["responses"], sample, f"zip under {emu.describe()}")
-        return {"emulator": emu.describe(), "label": checked["label"],
-                "score": checked["score"], "seconds": result["seconds"],
-                "checked": checked, "python": result["python"]}
+        return ({"emulator": emu.describe(), "label": checked["label"],
+                 "score": checked["score"], "seconds": result["seconds"]},
+                {**checked, "python": result["python"]})
 
     def _zip(self, plan: lambda_zip.ZipPlan, function_dir: Path, deps: Path, slimmed: dict,
              fn_bytes: int, sample: Sample, out: Packages) -> None:
@@ -265,12 +267,11 @@ class Packager:
                 result = lambda_zip.prove(zips, plan, proof_events(sample))
                 proof = {**check_proof(result["responses"], sample, "zip"),
                          "python": result["python"], "init_ms": round(result["init_ms"], 1)}
-            emulated = self._prove_isa(zips, plan, sample)
-            checked, python = emulated.pop("checked", None), emulated.pop("python", None)
+            emulated, checked = self._prove_isa(zips, plan, sample)
             if native:
                 proof["isa"] = emulated
             elif checked:  # a foreign CPU: the emulated run is the proof
-                proof = {**checked, "python": python, "isa": emulated}
+                proof = {**checked, "isa": emulated}
             else:
                 proof = {"skipped": f"the package is for {plan.arch} and this machine cannot "
                                     f"run it natively; {emulated['skipped']}"}

@@ -60,9 +60,9 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
         console.print(f"MXNet -> ONNX: max |diff| {p['max_abs_diff']:.3g} over {p['samples']} "
                       f"test images, top-1 agreement {p['top1_agreement']:.4f}")
     for b in (r.get("migration") or {}).get("cost", {}).get("baselines", []):
-        below = b["lambda_cheaper_below_images_per_hour"]
-        console.print(f"{b['setup']}: ${b['usd_per_million_images']} per 1M images at full "
-                      f"load; Lambda is cheaper below {below:,} images/h" if below else "")
+        if below := b["lambda_cheaper_below_images_per_hour"]:
+            console.print(f"{b['setup']}: ${b['usd_per_million_images']} per 1M images at "
+                          f"full load; Lambda is cheaper below {below:,} images/h")
     console.print(f"report: {out_dir / 'report.md'}")
 
 

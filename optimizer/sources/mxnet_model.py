@@ -28,13 +28,13 @@ def _preprocess(cfg, shape: list[int], info: mar.ArchiveInfo | None) -> Preproce
             if getattr(info, key) is not None:
                 data[key] = getattr(info, key)
     explicit = cfg.preprocess.model_dump(include=cfg.preprocess.model_fields_set)
-    for key in ("layout", "channels", "size"):
-        if key in explicit and explicit[key] != data[key] and key != "size":
+    for key in ("layout", "channels"):
+        if key in explicit and explicit[key] != data[key]:
             raise BadInput(f"source.preprocess.{key} is {explicit[key]!r} but the MXNet model "
                            f"takes {data[key]!r} (input {shape})")
-        if key == "size" and key in explicit and tuple(explicit[key]) != data[key]:
-            raise BadInput(f"source.preprocess.size {tuple(explicit[key])} but the model takes "
-                           f"{data[key]} (input {shape})")
+    if "size" in explicit and tuple(explicit["size"]) != data["size"]:
+        raise BadInput(f"source.preprocess.size {tuple(explicit['size'])} but the model takes "
+                       f"{data['size']} (input {shape})")
     try:
         return Preprocess.model_validate({**data, **explicit})
     except ValueError as exc:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimizer import targets
+from optimizer.cache import envs_root, file_lock
 from optimizer.errors import PackageFailed
 from optimizer.package.baseimage import DEFAULT_MIRROR, SUITE_PYTHON
 
@@ -96,8 +97,6 @@ def sysroot(arch: str, suite: str, log=print) -> Path:
     to run foreign binaries), so the python3 packages it fetched are unpacked here with
     dpkg-deb. Nothing is configured; qemu-user runs the interpreter straight from the tree.
     """
-    from optimizer.mxnet.env import envs_root, file_lock
-
     root = envs_root() / f"sysroot-{DEB_ARCH.get(arch, arch)}-{suite}"
     marker = root / ".optimizer-ready"
     if marker.is_file():

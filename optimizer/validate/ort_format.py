@@ -50,14 +50,11 @@ def _count(lines: list[str]) -> int:
 
 def load_times(onnx_path: Path, ort_path: Path, rounds: int = 7) -> dict[str, float]:
     """Median session creation time of each file, alternating so drift hits both alike."""
-    import onnxruntime as ort
+    from optimizer.steps.onnx_util import session
 
     def once(path: Path) -> float:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 3
         t = time.perf_counter()
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session(path, threads=1)
         return (time.perf_counter() - t) * 1000
 
     once(onnx_path), once(ort_path)  # warm the file cache and ORT's one-time setup
