@@ -3,16 +3,17 @@
     python benchmarks/runtimes.py [--rounds 30] [--per-round 20]
 
 Candidates: ONNX Runtime on the build's fp32, fp32-opt and int8 ONNX files; LiteRT
-(ai-edge-litert, XNNPACK) on fp32 and full-integer int8 `.tflite` files converted here from
-the student's Keras file; OpenVINO on the fp32 ONNX file (f32 precision forced, so a host
-with bf16 cannot quietly change the arithmetic); TensorFlow on the Keras file, with oneDNN
-capped to AVX2. All run in this process in alternating rounds, so their ratios hold on a
-machine whose speed drifts. Each is also scored on the test split, so a fast wrong
-conversion shows. The compute bound is the fp32 model's FLOPs over this core's peak fp32
-FLOP/s (2 FMA pipes x 8 lanes x 2 at the clock /proc/cpuinfo reports for AVX2 hosts).
+(ai-edge-litert, XNNPACK) on the build's fp32 and full-integer int8 `.tflite` files;
+OpenVINO on the fp32 and int8 ONNX files (f32 precision forced, so a host with bf16 cannot
+quietly change the arithmetic); TensorFlow on the Keras file, with oneDNN capped to AVX2.
+Every runtime but TensorFlow is loaded by the packaged handler's own loader. All run in
+this process in alternating rounds, so their ratios hold on a machine whose speed drifts.
+Each is also scored on the test split, so a fast wrong conversion shows. The compute bound
+is the fp32 model's FLOPs over this core's peak fp32 FLOP/s (2 FMA pipes x 8 lanes x 2 at
+the clock /proc/cpuinfo reports for AVX2 hosts).
 
-Needs `pip install ai-edge-litert openvino`; builds recipes/mobilenet-lambda.yaml if its
-artifacts are missing. Writes benchmarks/results/runtimes.json and prints a table.
+Builds recipes/mobilenet-lambda.yaml if its artifacts are missing. Writes
+benchmarks/results/runtimes.json and prints a table.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from optimizer import hostinfo
 from optimizer.data import load_dataset, prepared
 from optimizer.preprocess import Preprocess
 from optimizer.recipe import load_recipe
-from optimizer.steps.onnx_util import session
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/mobilenet-lambda.yaml"
@@ -83,35 +83,11 @@ def peak_gflops() -> dict:
                        "AVX-512 is not counted because Lambda does not promise it"}
 
 
-def ort_runner(path: Path) -> Callable:
-    sess = session(path, threads=1)
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+def runner(runtime: str, path: Path) -> Callable:
+    """The shipped handler's own loader, so the benchmark times what a package runs."""
+    from optimizer.handler.runtime import load
 
-
-def litert_runner(tflite: bytes) -> Callable:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=tflite, num_threads=1)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        it.set_tensor(i["index"], x)
-        it.invoke()
-        return it.get_tensor(o["index"]).copy()
-    return run
-
-
-def openvino_runner(path: Path) -> Callable:
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {
-        "INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32"})
-    req = compiled.create_infer_request()
-    return lambda x: req.infer({0: x})[compiled.output(0)].copy()
+    return load(runtime, path, threads=1)
 
 
 def tf_runner(keras_path: Path) -> Callable:
@@ -120,18 +96,6 @@ def tf_runner(keras_path: Path) -> Callable:
     model = tf.keras.models.load_model(str(keras_path), compile=False)
     fn = tf.function(lambda x: model(x, training=False))
     return lambda x: fn(x).numpy()
-
-
-def tflite_models(keras_path: Path, calib: np.ndarray) -> dict[str, bytes]:
-    import tensorflow as tf
-
-    model = tf.keras.models.load_model(str(keras_path), compile=False)
-    fp32 = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return {"fp32": fp32, "int8": conv.convert()}  # int8 inside, float input and output
 
 
 def time_all(runners: dict[str, Callable], x: np.ndarray, rounds: int, per: int) -> dict:
@@ -160,23 +124,22 @@ def main() -> None:
     # one thread for TensorFlow too, before anything initialises its runtime
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    if not (ART / f"student@{STUDENT}.keras").is_file():
+    if not (ART / f"tflite-int8@{STUDENT}.tflite").is_file():
         subprocess.run([sys.executable, "-m", "optimizer", "build", str(RECIPE)], check=True)
     recipe = load_recipe(RECIPE)
     ds = load_dataset(recipe.dataset)
     pre = Preprocess.model_validate(json.loads((ART / "preprocess.json").read_text()))
     x_test = prepared(ds, "test", pre)
     y_test = ds.labels_of("test")
-    calib = prepared(ds, "train", pre, 256)
     keras_path = ART / f"student@{STUDENT}.keras"
-    lite = tflite_models(keras_path, calib)
     runners = {
-        "onnxruntime fp32": ort_runner(ART / f"fp32@{STUDENT}.onnx"),
-        "onnxruntime fp32-opt": ort_runner(ART / f"fp32-opt@{STUDENT}.onnx"),
-        "onnxruntime int8 (QDQ)": ort_runner(ART / f"int8@{STUDENT}.onnx"),
-        "litert fp32 (XNNPACK)": litert_runner(lite["fp32"]),
-        "litert int8 (XNNPACK)": litert_runner(lite["int8"]),
-        "openvino fp32": openvino_runner(ART / f"fp32@{STUDENT}.onnx"),
+        "onnxruntime fp32": runner("onnxruntime", ART / f"fp32@{STUDENT}.onnx"),
+        "onnxruntime fp32-opt": runner("onnxruntime", ART / f"fp32-opt@{STUDENT}.onnx"),
+        "onnxruntime int8 (QDQ)": runner("onnxruntime", ART / f"int8@{STUDENT}.onnx"),
+        "litert fp32 (XNNPACK)": runner("litert", ART / f"tflite@{STUDENT}.tflite"),
+        "litert int8 (XNNPACK)": runner("litert", ART / f"tflite-int8@{STUDENT}.tflite"),
+        "openvino fp32": runner("openvino", ART / f"fp32@{STUDENT}.onnx"),
+        "openvino int8 (QDQ)": runner("openvino", ART / f"int8@{STUDENT}.onnx"),
         "tensorflow (Keras, oneDNN <= AVX2)": tf_runner(keras_path),
     }
     accuracy = {k: round(100 * float(np.mean(
@@ -198,7 +161,8 @@ def main() -> None:
                         "ai-edge-litert": getattr(ai_edge_litert, "__version__", "?"),
                         "openvino": openvino.__version__.split("-")[0],
                         "tensorflow": tf.__version__},
-           "tflite_bytes": {k: len(v) for k, v in lite.items()},
+           "tflite_bytes": {k: (ART / f"{k}@{STUDENT}.tflite").stat().st_size
+                            for k in ("tflite", "tflite-int8")},
            "rows": rows, "test_images": len(y_test)}
     OUT.write_text(json.dumps(doc, indent=1))
     print(f"{STUDENT}: {work / 1e6:.1f} MFLOP; peak {peak['gflops']} GFLOP/s fp32 -> "

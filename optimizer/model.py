@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from optimizer.preprocess import Preprocess
 
-ModelKind = Literal["keras", "savedmodel", "onnx"]
+ModelKind = Literal["keras", "savedmodel", "onnx", "tflite"]
 FILE_NAMES: dict[str, str] = {
     "keras": "model.keras", "savedmodel": "saved_model", "onnx": "model.onnx",
+    "tflite": "model.tflite",
 }
 META = "meta.json"
 

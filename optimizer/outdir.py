@@ -30,7 +30,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def artifact_file(art: Artifact) -> str:
-    suffix = {"onnx": ".onnx", "keras": ".keras", "savedmodel": ""}[art.model.kind]
+    suffix = {"onnx": ".onnx", "keras": ".keras", "savedmodel": "", "tflite": ".tflite"}[
+        art.model.kind]
     return f"{art.name}{suffix}"
 
 

@@ -27,11 +27,13 @@ from optimizer.package.build import Packager, Packages
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
 from optimizer.report import migration, students
+from optimizer.runtime_compare import RuntimeComparison
 from optimizer.sources import SOURCES
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
 from optimizer.train import parallel
 from optimizer.validate import gates as gate_checks
+from optimizer.validate import runtimes
 from optimizer.validate.accuracy import predict, score
 from optimizer.validate.latency import cap_note, measure
 
@@ -43,7 +45,8 @@ COMMON_CODE = tuple(
               *sorted((_HERE / "data").glob("*.py")))
 )
 VALIDATION_CODE = tuple(str(p) for p in sorted((_HERE / "validate").glob("*.py")))
-RUNTIME_LIBS = ("onnxruntime", "tensorflow", "tensorflow-cpu", "keras", "numpy")
+RUNTIME_LIBS = ("onnxruntime", "tensorflow", "tensorflow-cpu", "keras", "numpy",
+                "ai-edge-litert", "openvino")
 
 
 @dataclass
@@ -62,7 +65,8 @@ class Artifact:
 
     @property
     def candidate(self) -> bool:
-        return self.model.is_onnx
+        """Deployable without TensorFlow: what the build ships unless told otherwise."""
+        return self.model.kind in ("onnx", "tflite")
 
     @property
     def passed(self) -> bool:
@@ -224,7 +228,7 @@ class Builder:
             "code": code_digest(*VALIDATION_CODE),
         })
 
-    def _measured(self, key: str, what: str, compute: Callable[[], Any]) -> Any:
+    def measured(self, key: str, what: str, compute: Callable[[], Any]) -> Any:
         """A cached measurement: reused unless --force, else taken, logged and stored."""
         hit = None if self.force else self.cache.get_json(key)
         with self._count:
@@ -249,22 +253,56 @@ class Builder:
             return result
 
         key = self._validation_key("accuracy", [art.model.digest], dataset)
-        art.validation.update(self._measured(key, f"accuracy of {art.name}", compute))
+        art.validation.update(self.measured(key, f"accuracy of {art.name}", compute))
 
-    def latency(self, group: list[Artifact], dataset: Dataset) -> None:
-        """One subprocess for all models, timed in alternating rounds, so ratios are fair."""
+    def alternates(self, artifacts: list[Artifact]) -> list[runtimes.Pair]:
+        """Artifacts paired with the recipe's other runtimes that are installed here."""
+        if self.recipe.runtimes is None:
+            return []
+        kinds = {a.name: a.model.kind for a in artifacts}
+        return [p for p in runtimes.pairs(kinds, self.recipe.runtimes.candidates)
+                if not p.default and runtimes.installed(p.runtime)]
+
+    def latency(self, group: list[Artifact], dataset: Dataset,
+                alternates: list[runtimes.Pair] = ()) -> None:
+        """One subprocess for all models, timed in alternating rounds, so ratios are fair;
+        artifacts run by a second runtime are timed in the same rounds."""
         g, t = self.recipe.gates, self.recipe.target
-        key = self._validation_key("latency", [(a.name, a.model.digest) for a in group], dataset)
+        arts = {a.name: a for a in group}
+        entries = {a.name: (a, None) for a in group} | {
+            p.key: (arts[p.artifact], p.runtime) for p in alternates}
+        key = self._validation_key("latency", [(k, a.model.digest, rt) for k, (a, rt)
+                                               in entries.items()], dataset)
 
         def compute() -> dict[str, Any]:
-            x = {a.name: prepared(dataset, "test", a.model.preprocess, limit=1) for a in group}
-            return measure({a.name: a.model for a in group}, x, t.threads, g.latency.warmup,
-                           g.latency.runs, targets.TARGETS[t.name].isa)
+            x = {k: prepared(dataset, "test", a.model.preprocess, limit=1)
+                 for k, (a, _) in entries.items()}
+            return measure({k: a.model for k, (a, _) in entries.items()}, x, t.threads,
+                           g.latency.warmup, g.latency.runs, targets.TARGETS[t.name].isa,
+                           runtimes={k: rt for k, (_, rt) in entries.items() if rt})
 
-        hit = self._measured(key, f"latency of {', '.join(a.name for a in group)}", compute)
-        for art in group:
-            art.validation["latency"] = {**hit[art.name],
-                                         "isa_cap": cap_note(art.model.kind, t.name)}
+        hit = self.measured(key, f"latency of {', '.join(entries)}", compute)
+        for k, (art, rt) in entries.items():
+            runtime = rt or targets.default_runtime(art.model.kind)
+            lat = {**hit[k], "isa_cap": cap_note(runtime, t.name)["note"]}
+            if rt:
+                art.validation.setdefault("runtimes", {}).setdefault(rt, {})["latency"] = lat
+            else:
+                art.validation["latency"] = lat
+
+    def alternate_accuracy(self, art: Artifact, runtime: str, dataset: Dataset) -> None:
+        """The same file run by another runtime: its own accuracy, gated like any other."""
+        g = self.recipe.gates
+
+        def compute() -> dict[str, Any]:
+            x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
+            probs = predict(art.model, x, runtime)
+            return {**score(probs, dataset.labels_of("test", g.test_samples), None),
+                    "top1": probs.argmax(axis=1).tolist()}
+
+        key = self._validation_key(f"accuracy/{runtime}", [art.model.digest], dataset)
+        art.validation.setdefault("runtimes", {}).setdefault(runtime, {}).update(
+            self.measured(key, f"accuracy of {art.name} with {runtime}", compute))
 
     def ort_format(self, art: Artifact, dataset: Dataset) -> None:
         """The .ort file and reduced-operator config of an ONNX artifact, and load times."""
@@ -277,7 +315,7 @@ class Builder:
             lambda tmp: (tmp / "result.json").write_text(json.dumps(
                 ort_format.convert(art.model.path, tmp))))
         result = json.loads((folder / "result.json").read_text())
-        times = self._measured(
+        times = self.measured(
             self._validation_key("ort_load", [art.model.digest], dataset),
             f"load time of {art.name} (.onnx against .ort)",
             lambda: ort_format.load_times(art.model.path, folder / ort_format.ORT_FILE))
@@ -299,9 +337,13 @@ class Builder:
         )
         source = self.source(dataset)
         artifacts = [source, *self.steps(source, dataset)]
+        alternates = self.alternates(artifacts)
+        by_name = {a.name: a for a in artifacts}
         for art in artifacts:
             self.accuracy(art, dataset)
-        self.latency(artifacts, dataset)
+        for p in alternates:
+            self.alternate_accuracy(by_name[p.artifact], p.runtime, dataset)
+        self.latency(artifacts, dataset, alternates)
         for art in artifacts:
             if art.model.is_onnx:
                 self.ort_format(art, dataset)
@@ -314,10 +356,19 @@ class Builder:
             v["size_bytes"] = size_bytes(art.model.path)
             art.gates = gate_checks.check(art, source, self.recipe)
         ship = gate_checks.choose(artifacts, self.prefer)
+        engine, compared = None, None
+        if self.recipe.runtimes is not None and ship is not None:
+            compared = RuntimeComparison(self, artifacts, source, dataset).run()
+            if won := compared["targets"][self.recipe.target.name]["winner"]:
+                ship, engine = by_name[won["artifact"]], won["runtime"]
         with tempfile.TemporaryDirectory(prefix=".package-", dir=self.cache.root) as work:
-            packages = self.package(artifacts, ship, dataset, Path(work))
+            packages = self.package(artifacts, ship, dataset, Path(work), engine)
             seconds = time.perf_counter() - t0
             report = self._report(dataset, artifacts, ship, started, seconds)
+            if compared is not None:
+                report["runtimes"] = compared
+            report["ship_runtime"] = (engine or targets.default_runtime(ship.model.kind)
+                                      if ship else None)
             report["packages"], report["package_notes"] = packages.records, packages.notes
             if packages.tune is not None:
                 report["tune"] = packages.tune
@@ -329,7 +380,7 @@ class Builder:
         return BuildResult(report=report, out_dir=out_dir, exit_code=exit_code)
 
     def package(self, artifacts: list[Artifact], ship: Artifact | None, dataset: Dataset,
-                work: Path) -> Packages:
+                work: Path, engine: str | None = None) -> Packages:
         cfg = self.recipe.package
         if cfg.zip is None and cfg.image is None:
             return Packages()
@@ -338,10 +389,12 @@ class Builder:
         art = ship
         if cfg.model != "ship":  # a step name: its one artifact, or its best candidate
             mine = [a for a in artifacts if a.step_name == cfg.model]
-            art = (gate_checks.choose(mine, self.prefer, onnx_only=False)
+            art = (gate_checks.choose(mine, self.prefer, deployable_only=False)
                    or gate_checks.choose(mine, self.prefer, require_pass=False,
-                                         onnx_only=False))
-        return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work)
+                                         deployable_only=False))
+            engine = None
+        return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work,
+                                                                         engine)
 
     def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,
                 started: float, seconds: float) -> dict[str, Any]:

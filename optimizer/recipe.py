@@ -218,6 +218,25 @@ class TargetConfig(Strict):
         return targets.threads_for(self.memory_mb)
 
 
+_RuntimeName = Annotated[str, _one_of(targets.INFERENCE_RUNTIMES, "inference runtime")]
+_TargetName = Annotated[str, _one_of(targets.TARGETS, "target")]
+
+
+class RuntimesConfig(Strict):
+    """Inference runtimes to compare, and the targets to compare them on.
+
+    Every artifact that passes the gates is tried with every listed runtime that runs its
+    format; the fastest that fits the package type ships on the recipe's own target.
+    """
+
+    candidates: list[_RuntimeName] = Field(
+        default_factory=lambda: list(targets.INFERENCE_RUNTIMES), min_length=1)
+    targets: list[_TargetName] = Field(
+        default_factory=list, description="targets compared besides the recipe's own")
+    emulated_runs: int = Field(default=20, ge=1, le=10_000,
+                               description="timed runs per model under qemu (foreign targets)")
+
+
 class LatencyConfig(Strict):
     warmup: int = Field(default=10, ge=0, le=10_000)
     runs: int = Field(default=100, ge=5, le=100_000)
@@ -321,6 +340,12 @@ class Recipe(Strict):
     steps: list[AnyStep] = Field(min_length=1)
     gates: Gates = Field(default_factory=Gates, alias="validate")
     package: PackageConfig = Field(default_factory=PackageConfig)
+    runtimes: RuntimesConfig | None = None
+
+    def compared_targets(self) -> list[str]:
+        """The recipe's own target first, then any others its runtimes section lists."""
+        extra = self.runtimes.targets if self.runtimes else []
+        return list(dict.fromkeys([self.target.name, *extra]))
 
     @model_validator(mode="after")
     def _wire_steps(self) -> Recipe:

@@ -138,6 +138,57 @@ TARGETS: dict[str, Target] = {
 
 
 
+class InferenceRuntime(BaseModel):
+    """A library the packaged handler can run a model with, as PyPI ships it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    formats: tuple[str, ...]  # model kinds it runs
+    # what the function installs; the first is the runtime's own distribution
+    requirements: tuple[str, ...]
+    default_for: tuple[str, ...] = ()  # model kinds it runs unless the recipe says otherwise
+    arches: tuple[str, ...] = ("x86_64", "aarch64")
+    # how its kernels can be held to the target's ISA on a host that has more
+    isa_cap: str = "cannot be capped: picks kernels by CPUID at run time"
+    note: str = ""
+
+
+INFERENCE_RUNTIMES: dict[str, InferenceRuntime] = {
+    r.name: r
+    for r in (
+        InferenceRuntime(name="onnxruntime", formats=("onnx",), default_for=("onnx",),
+                         requirements=("onnxruntime", "numpy", "pillow"),
+                         isa_cap="cannot be capped: MLAS picks kernels by CPUID"),
+        InferenceRuntime(name="litert", formats=("tflite",), default_for=("tflite",),
+                         requirements=("ai-edge-litert", "numpy", "pillow"),
+                         isa_cap="cannot be capped: XNNPACK picks kernels by CPUID",
+                         note="LiteRT (TFLite) with XNNPACK"),
+        InferenceRuntime(name="openvino", formats=("onnx",),
+                         requirements=("openvino", "numpy", "pillow"),
+                         isa_cap="partial: ONEDNN_MAX_CPU_ISA caps oneDNN's kernels; "
+                         "OpenVINO's own JIT kernels have no cap in release wheels",
+                         note="f32 inference precision forced (no bf16 on AMX hosts)"),
+        InferenceRuntime(name="tensorflow", formats=("keras", "savedmodel"),
+                         default_for=("keras", "savedmodel"),
+                         requirements=("tensorflow-cpu", "keras", "numpy", "pillow"),
+                         isa_cap="ONEDNN_MAX_CPU_ISA"),
+        InferenceRuntime(name="intel-tensorflow", formats=("keras", "savedmodel"),
+                         requirements=("intel-tensorflow>=2", "keras", "numpy", "pillow"),
+                         arches=("x86_64",), isa_cap="ONEDNN_MAX_CPU_ISA",
+                         note="Intel's oneDNN build of TensorFlow"),
+    )
+}
+
+# the environment variable that holds oneDNN to a target's ISA, by target ISA
+ONEDNN_CAP = {"avx2": "AVX2", "avx512_vnni": "AVX512_CORE_VNNI"}
+
+
+def default_runtime(kind: str) -> str:
+    """The library a model of this kind runs with unless the recipe compares others."""
+    return next(r.name for r in INFERENCE_RUNTIMES.values() if kind in r.default_for)
+
+
 class Baseline(BaseModel):
     """An always-on server setup a migration is compared with, as it was sized and priced."""
 
@@ -220,6 +271,7 @@ def as_dict() -> dict:
         "billing_granularity_ms": BILLING_GRANULARITY_MS,
         "runtimes": {k: v.model_dump() for k, v in RUNTIMES.items()},
         "targets": {k: v.model_dump() for k, v in TARGETS.items()},
+        "inference_runtimes": {k: v.model_dump() for k, v in INFERENCE_RUNTIMES.items()},
         "baselines": {k: {**v.model_dump(), "usd_per_million_images":
                           round(v.usd_per_million_images, 4)} for k, v in BASELINES.items()},
     }

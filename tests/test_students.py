@@ -100,7 +100,7 @@ def test_gate_choice_prefers_speed_or_size():
     keras_only = art("student", 3.0, 50)
     keras_only.candidate = False  # not deployable as a zip: shipped only when named
     assert choose([keras_only]) is None
-    assert choose([keras_only], onnx_only=False).name == "student"
+    assert choose([keras_only], deployable_only=False).name == "student"
 
 
 def test_pareto_front_and_teacher_student_from_rows():

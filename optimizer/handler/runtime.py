@@ -40,7 +40,18 @@ def load(kind: str, path: Path, threads: int) -> Callable[[np.ndarray], np.ndarr
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda x: np.asarray(sess.run(None, {name: x})[0])
-    if kind == "tensorflow":
+    if kind == "litert":
+        return _litert(path, threads)
+    if kind == "openvino":
+        import openvino as ov
+
+        # f32 precision: a host with bf16 or AMX must not quietly change the arithmetic
+        compiled = ov.Core().compile_model(str(path), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})
+        request, output = compiled.create_infer_request(), compiled.output(0)
+        return lambda x: np.array(request.infer({0: x})[output])
+    if kind in ("tensorflow", "intel-tensorflow"):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -50,6 +61,27 @@ def load(kind: str, path: Path, threads: int) -> Callable[[np.ndarray], np.ndarr
         model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
         return lambda x: np.asarray(model(x, training=False))
     raise ValueError(f"unknown model runtime '{kind}'")
+
+
+def _litert(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """LiteRT with XNNPACK; the input is resized when the batch size changes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    inp = it.get_input_details()[0]
+    out_index = it.get_output_details()[0]["index"]
+    shape: list[tuple[int, ...]] = [tuple(inp["shape"])]
+    it.allocate_tensors()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if x.shape != shape[0]:
+            it.resize_tensor_input(inp["index"], list(x.shape))
+            it.allocate_tensors()
+            shape[0] = x.shape
+        it.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
+        it.invoke()
+        return np.array(it.get_tensor(out_index))
+    return run
 
 
 def top_k(scores: np.ndarray, labels: list[str], k: int, logits: bool) -> list[list[dict]]:

@@ -26,7 +26,7 @@ from optimizer.errors import PackageFailed, PackageTooLarge
 from optimizer.handler.runtime import top_k
 from optimizer.model import ModelRef, sha256_tree, size_bytes
 from optimizer.package import elfcheck, image, lambda_zip, slim, smoke, wheels
-from optimizer.package.function import HANDLER_NAME, assemble, runtime_of
+from optimizer.package.function import HANDLER_NAME, assemble
 from optimizer.package.sizes import mib
 from optimizer.preprocess import apply
 from optimizer.progress import Progress
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 _HERE = Path(__file__).parent
 DEPS_CODE = tuple(str(_HERE / f) for f in ("wheels.py", "slim.py", "slim_rules.py",
-                                           "elfcheck.py"))
+                                           "elfcheck.py", "sizes.py"))
 ZIP_CODE = (*(str(_HERE / f) for f in ("build.py", "lambda_zip.py", "archive.py", "smoke.py",
                                         "layers.py")),
             *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")),
@@ -75,12 +75,12 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def pick_sample(art: Artifact, dataset: Dataset) -> Sample:
+def pick_sample(art: Artifact, dataset: Dataset, engine: str | None = None) -> Sample:
     idx = dataset.indices("test")
     for i, predicted in enumerate(art.validation.get("top1", [])):
         if predicted == int(dataset.labels[idx[i]]):
             image = dataset.images[idx[i]]
-            scores = predict(art.model, apply([image], art.model.preprocess))
+            scores = predict(art.model, apply([image], art.model.preprocess), engine)
             # in the handler's terms: its labels, and softmax applied to logits
             logits = output_kind(art.model, dataset) == "logits"
             top = top_k(scores, art.model.classes, 1, logits)[0][0]
@@ -139,7 +139,7 @@ class Packager:
     def dependencies(self, runtime: str, python: str, arch: str, glibc: str,
                      extra: tuple[str, ...] = ()) -> Path:
         """Cache entry with deps/ (slimmed, ELF-checked) and slim.json."""
-        reqs = wheels.pinned(wheels.RUNTIME_REQUIREMENTS[runtime] + extra, arch)
+        reqs = wheels.pinned(wheels.requirements(runtime) + extra, arch)
         key = make_key({"deps": reqs, "python": python, "arch": arch, "glibc": glibc,
                         "code": code_digest(*DEPS_CODE)})
 
@@ -153,22 +153,25 @@ class Packager:
                 raise PackageFailed(f"{len(problems)} shared object(s) cannot run on {arch} "
                                     f"with glibc {glibc}:\n  {shown}")
             report.update(requirements=reqs, elf_files_checked=count, python=python,
-                          arch=arch, glibc=glibc)
+                          arch=arch, glibc=glibc,
+                          zipped_by_distribution=slim.zipped_by_distribution(deps))
             (tmp / "slim.json").write_text(json.dumps(report, indent=1))
 
         return self.cached(key, f"dependencies {' '.join(reqs)} for Python {python} {arch}",
                            produce)[0]
 
-    def run(self, art: Artifact, dataset: Dataset, work: Path) -> Packages:
+    def run(self, art: Artifact, dataset: Dataset, work: Path,
+            engine: str | None = None) -> Packages:
+        """`engine`: the inference runtime to ship (default: the model kind's own)."""
         cfg, t = self.recipe.package, self.recipe.target
         out = Packages()
         runtime = targets.RUNTIMES[t.runtime]
         arch = targets.TARGETS[t.name].arch
-        kind = runtime_of(art.model)
-        sample = pick_sample(art, dataset)
+        kind = engine or targets.default_runtime(art.model.kind)
+        sample = pick_sample(art, dataset, kind)
         function_dir = work / "function"
         assemble(function_dir, art.model, self.recipe.name, t.memory_mb, cfg.top_k,
-                 cfg.max_images, output_kind(art.model, dataset), t.runtime, arch)
+                 cfg.max_images, output_kind(art.model, dataset), t.runtime, arch, kind)
         (work / SAMPLE_EVENT).write_text(json.dumps(lambda_zip.sample_event(sample.png)))
         out.files.append(work / SAMPLE_EVENT)
         fn_bytes = size_bytes(function_dir)

@@ -11,20 +11,19 @@ from optimizer.model import ModelRef
 
 HANDLER_SRC = Path(__file__).resolve().parent.parent / "handler"
 HANDLER_NAME = "handler.app.lambda_handler"
-MODEL_FILES = {"onnx": "model.onnx", "keras": "model.keras"}
-
-
-def runtime_of(model: ModelRef) -> str:
-    """The library the function needs to run this model."""
-    return "onnxruntime" if model.kind == "onnx" else "tensorflow"
+MODEL_FILES = {"onnx": "model.onnx", "keras": "model.keras", "tflite": "model.tflite"}
 
 
 def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
              max_images: int, output: str, runtime: str = targets.DEFAULT_RUNTIME,
-             arch: str = "x86_64") -> dict:
-    """Writes dest/handler and dest/model; returns the manifest."""
+             arch: str = "x86_64", engine: str | None = None) -> dict:
+    """Writes dest/handler and dest/model; returns the manifest. `engine` is the inference
+    runtime (default: the one for the model's kind)."""
     if model.kind not in MODEL_FILES:
         raise ValueError(f"a {model.kind} model cannot be packaged; export it first")
+    engine = engine or targets.default_runtime(model.kind)
+    if model.kind not in targets.INFERENCE_RUNTIMES[engine].formats:
+        raise ValueError(f"{engine} cannot run a {model.kind} model")
     (dest / "handler").mkdir(parents=True)
     for src in sorted(HANDLER_SRC.glob("*.py")):
         shutil.copyfile(src, dest / "handler" / src.name)
@@ -34,7 +33,7 @@ def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
         "name": name,
         "digest": model.digest,
         "model": MODEL_FILES[model.kind],
-        "runtime": runtime_of(model),
+        "runtime": engine,
         "preprocess": model.preprocess.model_dump(mode="json"),
         "labels": model.classes,
         "output": output,

@@ -30,6 +30,17 @@ def _by_distribution(root: Path) -> dict[str, int]:
             for dist, entries in sorted(groups(root).items())}
 
 
+def zipped_by_distribution(root: Path) -> dict[str, int]:
+    """What each distribution takes zipped: a layer holds whole ones, under 50 MB each."""
+    from optimizer.package.archive import files_under
+    from optimizer.package.layers import groups
+    from optimizer.package.sizes import deflated
+
+    return {dist: sum(deflated(name, f) for e in entries
+                      for name, f in (files_under(e) if e.is_dir() else [(e.name, e)]))
+            for dist, entries in sorted(groups(root).items())}
+
+
 def slim(root: Path) -> dict:
     """Apply RULES under root; returns bytes before/after and what each rule removed."""
     before = size_bytes(root)

@@ -12,13 +12,13 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from optimizer import targets
 from optimizer.errors import PackageFailed
 
-# what each model runtime needs on Lambda besides the handler
-RUNTIME_REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime", "numpy", "pillow"),
-    "tensorflow": ("tensorflow-cpu", "keras", "numpy", "pillow"),
-}
+
+def requirements(runtime: str) -> tuple[str, ...]:
+    """What a model runtime needs on Lambda besides the handler."""
+    return targets.INFERENCE_RUNTIMES[runtime].requirements
 
 
 def platform_tags(arch: str, glibc: str) -> list[str]:
@@ -30,9 +30,13 @@ def platform_tags(arch: str, glibc: str) -> list[str]:
 
 
 def pinned(names: tuple[str, ...], arch: str) -> list[str]:
-    """Each requirement at the version installed here, which is the version validated."""
+    """Each requirement at the version installed here, which is the version validated;
+    one that carries its own version specifier is passed on as written."""
     out = []
     for name in names:
+        if any(c in name for c in "<>=!~"):
+            out.append(name)
+            continue
         # tensorflow-cpu has no aarch64 wheels; either distribution pins the version
         want = "tensorflow" if name == "tensorflow-cpu" and arch != "x86_64" else name
         candidates = (name, "tensorflow") if name == "tensorflow-cpu" else (name,)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from optimizer.package.sizes import MIB
-from optimizer.report import packages
+from optimizer.report import packages, runtimes
 
 
 def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = None) -> None:
@@ -46,9 +46,12 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
                       f"{r['seconds']} s")
     else:
         console.print(f"cache: {cache['hits']} reused, {cache['misses']} built; {r['seconds']} s")
+    for line in runtimes.console_lines(r["runtimes"]) if r.get("runtimes") else []:
+        console.print(line)
     if r["ship"]:
         which = "smallest" if r.get("prefer") == "size" else "fastest"
-        console.print(f"ship: {out_dir / r['ship_file']}  (* {which} within the gates)")
+        console.print(f"ship: {out_dir / r['ship_file']} with {r.get('ship_runtime')}  "
+                      f"(* {which} within the gates)")
     if ts := r.get("teacher_student"):
         console.print(
             f"student {ts['student']['name']}: {ts['accuracy_delta']:+.2f} points against the "
@@ -83,6 +86,13 @@ def print_targets(console: Console | None = None) -> None:
     for r in t.RUNTIMES.values():
         rt.add_row(r.name, r.python, r.os, r.glibc)
     console.print(rt)
+    it = Table(title="Inference runtimes (recipe `runtimes.candidates`)")
+    for col in ("name", "runs", "installs", "architectures", "ISA cap"):
+        it.add_column(col)
+    for ir in t.INFERENCE_RUNTIMES.values():
+        it.add_row(ir.name, ", ".join(ir.formats), " ".join(ir.requirements),
+                   ", ".join(ir.arches), ir.isa_cap)
+    console.print(it)
     mt = Table(title="Memory to vCPU")
     mt.add_column("memory MB", justify="right")
     mt.add_column("vCPUs", justify="right")

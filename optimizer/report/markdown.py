@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizer.report import migration, packages
+from optimizer.report import migration, packages, runtimes
 
 
 def _mb(n: int | None) -> str:
@@ -120,6 +120,7 @@ def render(r: dict[str, Any]) -> str:
         *_students(r),
         *(migration.markdown(r["migration"]) if r.get("migration") else []),
         *_ort_format(r),
+        *(runtimes.markdown(r["runtimes"]) if r.get("runtimes") else []),
         "",
         "## Machine and target",
         "",

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from optimizer.steps import export_onnx, fp16, optimize_graph, quantize, student
+from optimizer.steps import export_onnx, fp16, optimize_graph, quantize, student, tflite
 from optimizer.steps.base import StepConfig
 
 
@@ -22,7 +22,7 @@ class Step:
     config: type[StepConfig]
     run: Callable
     consumes: Literal["tf", "onnx", "any"]
-    produces: Literal["tf", "onnx"]
+    produces: Literal["tf", "onnx", "tflite"]
     uses_data: bool
     # source files whose contents enter this step's cache key
     modules: tuple[str, ...]
@@ -51,6 +51,10 @@ STEPS: dict[str, Step] = {
         (export_onnx.__file__,),
         ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime"),
     ),
+    "tflite": Step(
+        tflite.TfliteConfig, tflite.run, "tf", "tflite", True, (tflite.__file__,),
+        ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert"),
+    ),
     "optimize_graph": Step(
         optimize_graph.OptimizeGraphConfig, optimize_graph.run, "onnx", "onnx", False,
         (optimize_graph.__file__,), ("onnx", "onnxruntime", "onnxslim"),
@@ -70,6 +74,7 @@ AnyStep = Annotated[
     | export_onnx.ExportOnnxConfig
     | optimize_graph.OptimizeGraphConfig
     | quantize.QuantizeConfig
-    | fp16.Fp16Config,
+    | fp16.Fp16Config
+    | tflite.TfliteConfig,
     Field(discriminator="step"),
 ]

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from optimizer import targets
 from optimizer.model import ModelRef
 
 
-def predict(model: ModelRef, x: np.ndarray) -> np.ndarray:
-    if model.kind == "onnx":
+def predict(model: ModelRef, x: np.ndarray, runtime: str | None = None,
+            batch: int = 64) -> np.ndarray:
+    """Scores with the model's own runtime, or with `runtime` (OpenVINO for an ONNX file)."""
+    runtime = runtime or targets.default_runtime(model.kind)
+    if runtime == "onnxruntime":
         from optimizer.steps.onnx_util import run_batch, session
 
         return run_batch(session(model.path), x)
+    if runtime in ("litert", "openvino"):
+        from optimizer.handler.runtime import load
+
+        run = load(runtime, model.path, threads=os.cpu_count() or 1)
+        return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
     from optimizer.sources.tf_models import predict as tf_predict
 
     return tf_predict(model, x)

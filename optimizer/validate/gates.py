@@ -16,7 +16,9 @@ def _gate(name: str, value: float, limit: float, ok: bool, unit: str) -> dict[st
             "passed": bool(ok), "by": round(abs(value - limit), 4)}
 
 
-def check(art: Artifact, source: Artifact, recipe: Recipe) -> list[dict[str, Any]]:
+def check(art: Artifact, source: Artifact, recipe: Recipe,
+          target: str | None = None) -> list[dict[str, Any]]:
+    """`target`: judge target-dependent gates (fp16) for it instead of the recipe's."""
     g = recipe.gates
     v = art.validation
     out = []
@@ -36,13 +38,13 @@ def check(art: Artifact, source: Artifact, recipe: Recipe) -> list[dict[str, Any
         mb = v["size_bytes"] / 1e6
         out.append(_gate("max_model_mb", mb, g.max_model_mb, mb <= g.max_model_mb, "MB"))
     if art.step == "fp16":
-        out.append(_fp16_native(art, recipe))
+        out.append(_fp16_native(art, recipe, target or recipe.target.name))
     return out
 
 
-def _fp16_native(art: Artifact, recipe: Recipe) -> dict[str, Any]:
+def _fp16_native(art: Artifact, recipe: Recipe, target: str) -> dict[str, Any]:
     """fp16 ships only where the target computes in fp16, unless the recipe insists."""
-    t = targets.TARGETS[recipe.target.name]
+    t = targets.TARGETS[target]
     insist = any(s.name == art.step_name and getattr(s, "insist", False) for s in recipe.steps)
     ok = t.fp16_native or insist
     why = (f"{t.name} ({t.isa}) computes fp16 natively" if t.fp16_native else
@@ -54,10 +56,10 @@ def _fp16_native(art: Artifact, recipe: Recipe) -> dict[str, Any]:
 
 
 def choose(artifacts: list[Artifact], prefer: str = "speed",
-           require_pass: bool = True, onnx_only: bool = True) -> Artifact | None:
+           require_pass: bool = True, deployable_only: bool = True) -> Artifact | None:
     """The fastest (or smallest) deployable artifact that passed every gate: measured."""
     pool = [a for a in artifacts
-            if (a.candidate or not onnx_only) and (a.passed or not require_pass)]
+            if (a.candidate or not deployable_only) and (a.passed or not require_pass)]
     return min(pool, key=lambda a: cost(a.validation, a.name, prefer), default=None)
 
 
@@ -70,7 +72,8 @@ def cost(validation: dict[str, Any], name: str, prefer: str) -> tuple:
 def explain_failure(artifacts: list[Artifact]) -> str:
     candidates = [a for a in artifacts if a.candidate]
     if not candidates:
-        return "no deployable (ONNX) artifact was produced; add an export_onnx step"
+        return ("no deployable (ONNX or TFLite) artifact was produced; add an export_onnx or "
+                "tflite step")
 
     def shortfall(a: Artifact) -> float:
         return sum(gt["by"] for gt in a.gates if not gt["passed"])

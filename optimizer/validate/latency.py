@@ -17,36 +17,46 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer import hostinfo
+from optimizer import hostinfo, targets
 from optimizer.errors import OptimizerError
 from optimizer.model import ModelRef
 
-ONEDNN_CAP = {"avx2": "AVX2", "avx512_vnni": "AVX512_CORE_VNNI"}
 RUNS_PER_ROUND = 10
 
 
 def isa_env(target_isa: str) -> dict[str, str]:
-    cap = ONEDNN_CAP.get(target_isa)
+    cap = targets.ONEDNN_CAP.get(target_isa)
     return {"ONEDNN_MAX_CPU_ISA": cap} if cap else {}
 
 
-def cap_note(kind: str, target: str) -> str:
+def cap_note(runtime: str, target: str) -> dict[str, str | bool]:
+    """Whether this runtime's timing was held to the target's ISA, and how."""
+    r = targets.INFERENCE_RUNTIMES[runtime]
     vs = hostinfo.versus_target(target)
-    if not vs["host_extra_flags"]:
-        return "none needed: host has no extensions beyond the target"
-    if kind == "onnx":
-        return ("not capped: ONNX Runtime picks kernels by CPUID; host extras "
-                f"{vs['host_extra_flags']} may make this faster than on the target")
-    return f"oneDNN max ISA {ONEDNN_CAP.get(vs['target_isa'], 'unset')}"
+    extras = vs["host_extra_flags"]
+    if r.isa_cap == "ONEDNN_MAX_CPU_ISA":
+        cap = targets.ONEDNN_CAP.get(vs["target_isa"])
+        how = f"ONEDNN_MAX_CPU_ISA={cap}" if cap else "no oneDNN level for this ISA"
+        return {"applied": bool(cap), "how": how,
+                "needed": bool(extras), "note": f"{how}; host extras {extras or 'none'}"}
+    if not extras:
+        return {"applied": False, "how": r.isa_cap, "needed": False,
+                "note": "none needed: host has no extensions beyond the target"}
+    partial = r.isa_cap.startswith("partial")
+    return {"applied": partial, "how": r.isa_cap, "needed": True,
+            "note": f"{r.isa_cap}; host extras {extras} may make this faster than on the "
+                    "target"}
 
 
 def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarray],
             threads: int, warmup: int, runs: int, target_isa: str,
-            timeout: float = 1800.0) -> dict[str, dict]:
+            timeout: float = 1800.0, runtimes: dict[str, str] | None = None) -> dict[str, dict]:
     """{name: stats}, all timed in one process at `threads` intra-op threads.
 
-    `sample` is one input for all, or one per model (students have their own input size).
+    `sample` is one input for all, or one per model (students have their own input size);
+    `runtimes` names a model's runtime where it is not its kind's default.
     """
+    runtimes = runtimes or {}
     per_model = sample if isinstance(sample, dict) else {n: sample for n in models}
     with tempfile.TemporaryDirectory(prefix="optimizer-lat-") as tmp:
         inputs, saved = {}, {}
@@ -58,6 +68,7 @@ def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarr
             inputs[name] = str(saved[id(arr)])
         args = {
             "models": {n: {"kind": m.kind, "path": str(m.path),
+                           "runtime": runtimes.get(n) or targets.default_runtime(m.kind),
                            "signature": m.info.get("signature", "serving_default"),
                            "input": inputs[n]}
                        for n, m in models.items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -11,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _prepare_runtimes(kinds: set[str], threads: int) -> None:
+def _prepare_runtimes(runtimes: set[str], threads: int) -> None:
     """Import and initialise each runtime once, so no model's load_ms carries that cost.
 
     ONNX Runtime builds its environment on the first session; TensorFlow fixes its thread
     pools at first use, so they are set here, before any model loads.
     """
-    if "onnx" in kinds:
+    # under emulation only the runtimes' own wheels are there, without onnx
+    if "onnxruntime" in runtimes and importlib.util.find_spec("onnx") is not None:
         from onnx import TensorProto, helper
 
         graph = helper.make_graph(
@@ -25,7 +27,7 @@ def _prepare_runtimes(kinds: set[str], threads: int) -> None:
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
         _onnx(helper.make_model(graph).SerializeToString(), threads)
-    if kinds - {"onnx"}:
+    if runtimes & {"tensorflow", "intel-tensorflow"}:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -66,11 +68,15 @@ def main() -> None:
     rounds = max(1, int(args["rounds"]))
     per_round = max(1, int(args["runs"]) // rounds)
     calls, stats, times = {}, {}, {}
-    _prepare_runtimes({m["kind"] for m in args["models"].values()}, threads)
+    _prepare_runtimes({m["runtime"] for m in args["models"].values()}, threads)
     for name, m in args["models"].items():
         t0 = time.perf_counter()
-        if m["kind"] == "onnx":
+        if m["runtime"] == "onnxruntime":
             calls[name] = _onnx(m["path"], threads)
+        elif m["runtime"] in ("litert", "openvino"):
+            from optimizer.handler.runtime import load
+
+            calls[name] = load(m["runtime"], Path(m["path"]), threads)
         else:
             calls[name] = _tf(m["kind"], m["path"], m["signature"], inputs[name].shape)
         load_ms = (time.perf_counter() - t0) * 1000
@@ -90,7 +96,11 @@ def main() -> None:
                 t0 = time.perf_counter()
                 call(x)
                 times[name].append((time.perf_counter() - t0) * 1000)
-    from optimizer.hostinfo import peak_rss_bytes
+    try:
+        from optimizer.hostinfo import peak_rss_bytes
+    except ImportError:  # under emulation: no pydantic, and qemu's RSS would not be ours
+        def peak_rss_bytes() -> None:
+            return None
 
     peak = round((peak_rss_bytes() or 0) / 1024 / 1024, 1)
     for name, t in times.items():

@@ -1,0 +1,180 @@
+"""Which inference runtime to ship, per target: measured latency, package size, ISA cap.
+
+Every artifact is paired with each runtime the recipe lists that runs its format (ONNX
+Runtime or OpenVINO for ONNX, LiteRT for TFLite, TensorFlow builds for Keras). Per target
+the package size comes from resolving that runtime's wheels for the target's platform and
+Python; the latency is this host's where the host has the target's ISA (timed with the
+cap the runtime allows), and qemu emulating the target's CPU where it does not. qemu's
+translation is no cycle model, so emulated times rank code paths by the work they do, not
+by Graviton's speed; the report says so. The winner is the fastest pairing that passed the
+gates and fits the recipe's package type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimizer import hostinfo, targets
+from optimizer.errors import OptimizerError, PackageFailed
+from optimizer.validate.isa import Emulator, check_signal
+
+ROOT = Path(__file__).resolve().parent.parent.parent  # holds the optimizer package
+# the arm64 Pythons Debian has; the recipe's own is used for sizes whatever it is
+EMULATION_PYTHONS = ("3.13", "3.11")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An artifact run by one runtime; `key` names it in measurements."""
+
+    artifact: str
+    runtime: str
+    default: bool
+
+    @property
+    def key(self) -> str:
+        return self.artifact if self.default else f"{self.artifact} [{self.runtime}]"
+
+
+def installed(runtime: str) -> str | None:
+    """The runtime's version in this environment, or None: what is not here is not timed."""
+    dist = targets.INFERENCE_RUNTIMES[runtime].requirements[0]
+    name = dist.split(">")[0].split("=")[0].split("<")[0]
+    for candidate in (name, "tensorflow") if name == "tensorflow-cpu" else (name,):
+        try:
+            return metadata.version(candidate)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def pairs(kinds: dict[str, str], candidates: list[str]) -> list[Pair]:
+    """{artifact: model kind} -> every (artifact, runtime) the candidates can run."""
+    out = []
+    for name, kind in kinds.items():
+        for rt in candidates:
+            r = targets.INFERENCE_RUNTIMES[rt]
+            if kind in r.formats:
+                out.append(Pair(name, rt, kind in r.default_for))
+    return out
+
+
+def native(target: str) -> bool:
+    """This host can time the target: same architecture and every flag the target uses."""
+    vs = hostinfo.versus_target(target)
+    return vs["same_arch"] and not vs["target_flags_missing_on_host"]
+
+
+def fits(size: int, layers: int | None, unzipped: dict[str, int], zipped: dict[str, int],
+         function_zipped: int) -> str:
+    """"" when it fits, else why. `layers` None: a container image. Distributions go to
+    layers as package.layers splits them (largest unpacked first, to the smallest layer),
+    so the zipped check matches what the zip writer will make."""
+    lim = targets.LIMITS
+    if layers is None:
+        return "" if size <= lim.image_bytes else f"{size:,} B is over an image's 10 GiB"
+    if size > lim.unzipped_bytes:
+        return (f"{size / 2**20:,.1f} MiB unzipped is over Lambda's "
+                f"{lim.unzipped_bytes / 2**20:,.0f} MiB for a function and its layers")
+    bins = [0] * max(1, layers)
+    packed = [0] * max(1, layers)
+    for dist in sorted(unzipped, key=lambda d: (-unzipped[d], d)):
+        i = min(range(len(bins)), key=lambda k: (bins[k], k))
+        bins[i] += unzipped[dist]
+        packed[i] += zipped.get(dist, 0)
+    if layers == 0:
+        packed[0] += function_zipped
+    worst = max(packed)
+    if worst > lim.zip_upload_bytes:
+        biggest = max(zipped, key=lambda d: zipped[d])
+        return (f"a {'function' if layers == 0 else 'layer'} zip would be "
+                f"{worst / 2**20:,.1f} MiB zipped, over the {lim.zip_upload_bytes / 2**20:.0f}"
+                f" MiB upload limit with {layers} layer(s) ({biggest} alone is "
+                f"{zipped[biggest] / 2**20:,.1f} MiB zipped)")
+    return ""
+
+
+def emulated_latency(emu: Emulator, target: str, models: dict[str, dict], deps: list[Path],
+                     warmup: int, runs: int, timeout: float = 1800.0) -> dict[str, dict]:
+    """The latency worker, run by the target's Python under qemu with the target's wheels.
+
+    `models` is {key: {"kind", "path", "runtime", "input"}} with inputs as .npy paths.
+    """
+    args = {"models": {k: {**m, "signature": "serving_default"} for k, m in models.items()},
+            "threads": 1, "warmup": warmup, "runs": runs, "rounds": max(1, runs // 5)}
+    paths = [str(d) for d in deps] + [str(ROOT)]
+    boot = (f"import sys, runpy; sys.path[:0] = {paths!r}; "
+            "runpy.run_module('optimizer.validate.latency_worker', run_name='__main__')")
+    with tempfile.TemporaryDirectory(prefix="optimizer-emulat-") as tmp:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C.UTF-8",
+               "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([*emu.prefix(), str(emu.python), "-S", "-B", "-c", boot,
+                               json.dumps(args)], capture_output=True, text=True, env=env,
+                              cwd=tmp, timeout=timeout, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        check_signal(proc.returncode, target, f"timing {sorted(models)}")
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OptimizerError(f"emulated timing on {target} failed: {tail}")
+    return json.loads(lines[-1])
+
+
+def save_inputs(inputs: dict[str, np.ndarray], folder: Path) -> dict[str, str]:
+    out = {}
+    for key, x in inputs.items():
+        path = folder / f"x{len(out)}.npy"
+        np.save(path, x.astype(np.float32))
+        out[key] = str(path)
+    return out
+
+
+def choose(rows: list[dict[str, Any]], prefer: str) -> dict[str, Any] | None:
+    """The fastest (or smallest package) row that passed, fits and was timed."""
+    ok = [r for r in rows if r.get("passed") and r.get("fits") and r.get("p50_ms") is not None]
+
+    def cost(r: dict) -> tuple:
+        return ((r["package_bytes"], r["p50_ms"], r["key"]) if prefer == "size"
+                else (r["p50_ms"], r["package_bytes"], r["key"]))
+    return min(ok, key=cost, default=None)
+
+
+def best_per_runtime(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, Any]]:
+    """One row per runtime for the report: its winner, or its closest row and why not."""
+    out = []
+    for rt in dict.fromkeys(r["runtime"] for r in rows):
+        mine = [r for r in rows if r["runtime"] == rt]
+        best = choose(mine, prefer)
+        if best is None:  # say why: the first reason in order unavailable, gates, fit, time
+            best = sorted(mine, key=lambda r: (not r.get("available", False),
+                                               not r.get("passed"), not r.get("fits"),
+                                               r.get("p50_ms") or 1e18))[0]
+        out.append(best)
+    return out
+
+
+def why_not(row: dict[str, Any]) -> str:
+    if not row.get("available"):
+        return row.get("reason", "unavailable")
+    if not row.get("passed"):
+        return "failed the gates: " + ", ".join(row.get("failed_gates", []))
+    if not row.get("fits"):
+        return row.get("fit_note", "does not fit")
+    if row.get("p50_ms") is None:
+        return row.get("latency_note", "not timed")
+    return ""
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, PackageFailed) and "\n" in text:  # pip's last line says the most
+        return "pip: " + text.splitlines()[-1].strip()
+    return text.splitlines()[0] if text else type(exc).__name__
