@@ -181,6 +181,35 @@ def check_size(
     _guard(as_json, run)
 
 
+@app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(
+        help="a build's manifest.json, or the output folder that holds it",
+        show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-check published artifacts against their manifest; exit 1 on any difference."""
+
+    def run() -> int:
+        from optimizer.manifest import verify as check
+
+        doc = check(path)
+
+        def text() -> None:
+            for p in doc["problems"]:
+                typer.echo(f"FAIL {p['path']}: {p['problem']}")
+            for rel in doc["unlisted"]:
+                typer.echo(f"FAIL {rel}: not in the manifest")
+            verdict = "ok" if doc["ok"] else "FAILED"
+            typer.echo(f"{doc['manifest']}: {verdict}: {doc['checked']} file(s) checked, "
+                       f"{len(doc['problems']) + len(doc['unlisted'])} problem(s)")
+
+        _emit(as_json, doc, text)
+        return EXIT_OK if doc["ok"] else EXIT_GATE
+
+    _guard(as_json, run)
+
+
 @app.command("base-image")
 def base_image(
     suite: Annotated[str, typer.Option(help="Debian suite to debootstrap")] = "bookworm",

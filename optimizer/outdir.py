@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optimizer import manifest
 from optimizer.errors import BadInput
 from optimizer.report import pareto_plot
 from optimizer.report.markdown import render
@@ -80,6 +81,7 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
             (tmp / "pareto.svg").write_text(svg)
         _write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(render(report))
+        manifest.write(tmp, report)  # last: it covers every file above
         with open(out.parent / f".{out.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             check_replaceable(out)

@@ -23,7 +23,7 @@ from optimizer.package.build import Packager
 from optimizer.package.function import HANDLER_SRC
 from optimizer.package.sizes import mib
 from optimizer.validate import gates as gate_checks
-from optimizer.validate import isa, runtimes
+from optimizer.validate import isa, latency_worker, runtimes
 from optimizer.validate.latency import cap_note
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class RuntimeComparison:
             rows = [self._row(p, target, self._failed_gates(p, target)) for p in pairs]
             how = "native"
             if not runtimes.native(target):
-                how = self._emulate(target, pairs, rows)
+                how = self._emulate(target, rows)
             winner = runtimes.choose(rows, self.builder.prefer)
             best = runtimes.best_per_runtime(rows, self.builder.prefer)
             for r in best:
@@ -143,22 +143,21 @@ class RuntimeComparison:
 
     # --- a target this host cannot run --------------------------------------------
 
-    def _emulate(self, target: str, pairs: list[runtimes.Pair], rows: list[dict]) -> str:
+    def _emulate(self, target: str, rows: list[dict]) -> str:
         """Times the rows that could win under qemu; returns how the target was timed."""
         lam = targets.RUNTIMES[self.recipe.target.runtime]
         python = (lam.python if lam.python in isa.SUITE_FOR_PYTHON
-                  else runtimes.EMULATION_PYTHONS[0])
+                  else runtimes.EMULATION_PYTHON)
         todo = [r for r in rows if r.get("available") and r["passed"] and r["fits"]]
         try:
             emu = isa.emulator(target, python, log=self.builder.progress.log)
-        except OptimizerError as exc:
+            why = "" if emu else isa.why_not(target, python)
+        except OptimizerError as exc:  # no debootstrap or no mirror
             emu, why = None, str(exc)
-        else:
-            why = isa.why_not(target, python)
-        if emu is None or not todo:
+        if emu is None:
             for r in rows:
-                r["latency_note"] = f"not timed: {why}" if emu is None else "not timed"
-            return f"not timed: {why}" if emu is None else "emulated"
+                r["latency_note"] = f"not timed: {why}"
+            return f"not timed: {why}"
         deps = {}
         for r in todo:
             got, reason = self._dependencies(r["runtime"], target, python)
@@ -172,7 +171,7 @@ class RuntimeComparison:
                                    for r in todo],
                         "deps": sorted(str(p) for p in deps.values()),
                         "runs": self.cfg.emulated_runs,
-                        "code": code_digest(runtimes.__file__,
+                        "code": code_digest(runtimes.__file__, latency_worker.__file__,
                                             *(str(f) for f in HANDLER_SRC.glob("*.py")))})
 
         def compute() -> dict[str, Any]:
@@ -188,7 +187,7 @@ class RuntimeComparison:
 
         hit = self.builder.measured(
             key, f"latency of {len(todo)} pairing(s) under {emu.describe()} "
-                 f"(Python {python})", compute)
+                 f"(Python {python})", compute) if todo else {}
         for r in todo:
             r.update(p50_ms=hit[r["key"]]["p50_ms"], p95_ms=hit[r["key"]]["p95_ms"],
                      timing=f"emulated: {emu.describe()}, Python {python}",

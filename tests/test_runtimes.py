@@ -146,3 +146,44 @@ def test_bad_runtime_sections_are_refused_with_their_line(tmp_path, tiny_keras, 
     assert proc.returncode == 2
     assert "tflite needs a tf model but 'fp32' gives onnx" in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_fit_follows_the_layer_split_and_names_what_is_too_big():
+    from optimizer.validate.runtimes import fits
+
+    mib = 2**20
+    unz = {"big": 120 * mib, "other": 100 * mib}
+    zipped = {"big": 30 * mib, "other": 28 * mib}
+    assert fits(225 * mib, 2, unz, zipped, mib) == ""  # one distribution per layer
+    one = fits(225 * mib, 1, unz, zipped, mib)
+    assert "58.0 MiB zipped" in one and "with 1 layer(s)" in one
+    alone = fits(225 * mib, 5, unz, {"big": 55 * mib, "other": 1}, mib)
+    assert "big alone is 55.0 MiB zipped" in alone  # a distribution is never split
+    assert "over Lambda's 250 MiB" in fits(251 * mib, 5, unz, zipped, mib)
+    assert fits(5 * 2**30, None, unz, zipped, mib) == ""  # an image holds it
+    assert "10 GiB" in fits(11 * 2**30, None, unz, zipped, mib)
+    # no layers: the model and handler share the function zip with every dependency
+    assert fits(60 * mib, 0, {"a": 50 * mib}, {"a": 45 * mib}, 6 * mib) != ""
+
+
+def test_the_winner_is_the_fastest_row_that_passed_fits_and_was_timed():
+    from optimizer.validate.runtimes import best_per_runtime, choose, why_not
+
+    rows = [
+        {"key": "a", "runtime": "onnxruntime", "available": True, "passed": True, "fits": True,
+         "p50_ms": 0.3, "package_bytes": 100},
+        {"key": "b", "runtime": "litert", "available": True, "passed": False, "fits": True,
+         "p50_ms": 0.1, "package_bytes": 90, "failed_gates": ["max_accuracy_drop"]},
+        {"key": "c", "runtime": "openvino", "available": True, "passed": True, "fits": False,
+         "p50_ms": 0.05, "package_bytes": 300, "fit_note": "too big"},
+        {"key": "d", "runtime": "litert", "available": True, "passed": True, "fits": True,
+         "p50_ms": None, "package_bytes": 80, "latency_note": "not timed"},
+        {"key": "e", "runtime": "intel-tensorflow", "available": False, "reason": "no wheel"},
+    ]
+    assert choose(rows, "speed")["key"] == "a"
+    assert choose(rows, "size")["key"] == "a"  # d is smaller but has no time
+    best = {r["runtime"]: r for r in best_per_runtime(rows, "speed")}
+    assert why_not(best["openvino"]) == "too big"
+    assert why_not(best["intel-tensorflow"]) == "no wheel"
+    assert why_not(best["litert"]) == "not timed"  # closer than one that failed the gates
+    assert choose([r for r in rows if r["key"] != "a"], "speed") is None

@@ -152,9 +152,11 @@ class Packager:
                 shown = "\n  ".join(str(p) for p in problems[:10])
                 raise PackageFailed(f"{len(problems)} shared object(s) cannot run on {arch} "
                                     f"with glibc {glibc}:\n  {shown}")
+            # zipped sizes decide layer fit; past the unzipped limit no zip can fit anyway
+            fits_unzipped = report["bytes_after"] <= targets.LIMITS.unzipped_bytes
             report.update(requirements=reqs, elf_files_checked=count, python=python,
-                          arch=arch, glibc=glibc,
-                          zipped_by_distribution=slim.zipped_by_distribution(deps))
+                          arch=arch, glibc=glibc, zipped_by_distribution=(
+                              slim.zipped_by_distribution(deps) if fits_unzipped else {}))
             (tmp / "slim.json").write_text(json.dumps(report, indent=1))
 
         return self.cached(key, f"dependencies {' '.join(reqs)} for Python {python} {arch}",
