@@ -179,8 +179,12 @@ def _owner_alive(name: str) -> bool:
     parts = name.split("-")
     if len(parts) < 4 or not parts[2].isdigit():
         return False  # not a name this module writes
+    return pid_alive(int(parts[2]))
+
+
+def pid_alive(pid: int) -> bool:
     try:
-        os.kill(int(parts[2]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimizer import manifest
+from optimizer.cache import pid_alive
 from optimizer.errors import BadInput
 from optimizer.report import pareto_plot
 from optimizer.report.markdown import render
@@ -58,11 +59,43 @@ def _ort_suffix(f: Path) -> str:
     return ".ort" if f.suffix == ".ort" else f".{f.name}"
 
 
+def sweep_staging(out: Path) -> None:
+    """Staging and swap folders of builds killed before they could clean up.
+
+    A build killed between its two renames leaves the previous output only as `.old-<pid>`:
+    that is put back, so a kill never loses a published build. Staging folders go.
+    """
+    orphans = {"tmp": [], "old": []}
+    for p in sorted(out.parent.glob(f".{out.name}.*")):
+        parts = p.name[len(out.name) + 2:].split("-")  # tmp-<pid>-<random>, old-<pid>
+        if (len(parts) >= 2 and parts[0] in orphans and parts[1].isdigit()
+                and not pid_alive(int(parts[1]))):
+            orphans[parts[0]].append(p)
+    for old in orphans["old"]:
+        if not out.exists():
+            os.rename(old, out)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in orphans["tmp"]:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover(out: Path) -> None:
+    """sweep_staging under the output's lock, so a build still publishing is not disturbed."""
+    out = out.absolute()
+    if not any(out.parent.glob(f".{out.name}.tmp-*")) and not any(
+            out.parent.glob(f".{out.name}.old-*")):
+        return  # the common case writes nothing, not even the lock file
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sweep_staging(out)
+
+
 def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
             package_files: list[Path] = ()) -> None:
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         for art in artifacts:
             if art.candidate or art.step in ("architecture", *STUDENT_STEPS):
@@ -84,6 +117,7 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
         manifest.write(tmp, report)  # last: it covers every file above
         with open(out.parent / f".{out.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            sweep_staging(out)
             check_replaceable(out)
             old = None
             if out.exists():

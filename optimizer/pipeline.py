@@ -22,7 +22,7 @@ from optimizer.cache import Cache, code_digest, make_key, versions
 from optimizer.data import Dataset, load_dataset, prepared
 from optimizer.errors import GateFailed
 from optimizer.model import ModelRef, file_digests, sha256_file, size_bytes
-from optimizer.outdir import artifact_file, check_replaceable, publish
+from optimizer.outdir import artifact_file, check_replaceable, publish, recover
 from optimizer.package.build import Packager, Packages
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
@@ -327,6 +327,7 @@ class Builder:
     def run(self, out_dir: Path) -> BuildResult:
         started = time.time()
         t0 = time.perf_counter()
+        recover(out_dir)  # a killed build's staging folders; its predecessor put back
         check_replaceable(out_dir)  # fail before an hour of work, not after
         if swept := self.cache.sweep_orphans():
             self.progress.log(f"cache: removed {swept} temporary folder(s) of killed builds")

@@ -73,7 +73,10 @@ def load(path: Path) -> LoadedYaml:
     if path.stat().st_size > MAX_BYTES:
         raise RecipeError(file, None, "", f"recipe larger than {MAX_BYTES} bytes")
     text = path.read_text(encoding="utf-8", errors="replace")
-    loader = yaml.SafeLoader(text)
+    try:  # the reader refuses control characters as soon as it is made
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(file, None, "", f"invalid YAML: {exc}") from None
     try:
         node = loader.get_single_node()
         if node is None:
