@@ -242,18 +242,26 @@ class Builder:
             self.cache.put_json(key, hit)
         return hit
 
-    def accuracy(self, art: Artifact, dataset: Dataset) -> None:
+    def accuracy(self, art: Artifact, dataset: Dataset, runtime: str | None = None) -> None:
+        """Top-1 on the test split; with `runtime`, of the same file run by that other
+        runtime, kept under validation["runtimes"] and gated like any other artifact."""
         g = self.recipe.gates
 
         def compute() -> dict[str, Any]:
             x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
-            probs = predict(art.model, x)
+            probs = predict(art.model, x, runtime)
             result = score(probs, dataset.labels_of("test", g.test_samples), None)
             result["top1"] = probs.argmax(axis=1).tolist()
             return result
 
-        key = self._validation_key("accuracy", [art.model.digest], dataset)
-        art.validation.update(self.measured(key, f"accuracy of {art.name}", compute))
+        kind = f"accuracy/{runtime}" if runtime else "accuracy"
+        what = f"accuracy of {art.name}" + (f" with {runtime}" if runtime else "")
+        hit = self.measured(self._validation_key(kind, [art.model.digest], dataset), what,
+                            compute)
+        if runtime:
+            art.validation.setdefault("runtimes", {}).setdefault(runtime, {}).update(hit)
+        else:
+            art.validation.update(hit)
 
     def alternates(self, artifacts: list[Artifact]) -> list[runtimes.Pair]:
         """Artifacts paired with the recipe's other runtimes that are installed here."""
@@ -289,20 +297,6 @@ class Builder:
                 art.validation.setdefault("runtimes", {}).setdefault(rt, {})["latency"] = lat
             else:
                 art.validation["latency"] = lat
-
-    def alternate_accuracy(self, art: Artifact, runtime: str, dataset: Dataset) -> None:
-        """The same file run by another runtime: its own accuracy, gated like any other."""
-        g = self.recipe.gates
-
-        def compute() -> dict[str, Any]:
-            x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
-            probs = predict(art.model, x, runtime)
-            return {**score(probs, dataset.labels_of("test", g.test_samples), None),
-                    "top1": probs.argmax(axis=1).tolist()}
-
-        key = self._validation_key(f"accuracy/{runtime}", [art.model.digest], dataset)
-        art.validation.setdefault("runtimes", {}).setdefault(runtime, {}).update(
-            self.measured(key, f"accuracy of {art.name} with {runtime}", compute))
 
     def ort_format(self, art: Artifact, dataset: Dataset) -> None:
         """The .ort file and reduced-operator config of an ONNX artifact, and load times."""
@@ -343,7 +337,7 @@ class Builder:
         for art in artifacts:
             self.accuracy(art, dataset)
         for p in alternates:
-            self.alternate_accuracy(by_name[p.artifact], p.runtime, dataset)
+            self.accuracy(by_name[p.artifact], dataset, p.runtime)
         self.latency(artifacts, dataset, alternates)
         for art in artifacts:
             if art.model.is_onnx:

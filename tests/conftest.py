@@ -100,3 +100,20 @@ def keras_recipe(folder: Path, model: Path, *, name: str = "tiny", steps: str = 
 
 def tiny_recipe(folder: Path, model: Path, gates: str = "max_accuracy_drop: 5") -> Path:
     return keras_recipe(folder, model, gates=gates)
+
+
+def mar_zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
+    """An MMS-looking archive with the given members, and a symlink member if `link`."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "m"}}))
+        for name, data in members.items():
+            z.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.create_system = 3
+            info.external_attr = 0o120777 << 16
+            z.writestr(info, "/etc/passwd")
+    return path

@@ -4,17 +4,15 @@ and nothing written anywhere outside the cache (which keeps no entry for it)."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
 import tarfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SIZE, write_recipe
+from conftest import SIZE, mar_zip, write_recipe
 
 RECIPE = """
 name: {name}
@@ -52,19 +50,6 @@ def refused(tmp_path: Path, cache: Path, case: str, source: str, expect: str,
     if cache.exists():
         assert set(cache.glob("objects/*/*")) == entries, f"{case}: cached something"
     assert not list(Path("/tmp").glob("escaped*")), f"{case}: a file escaped"
-
-
-def _mar(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "m"}}))
-        for name, data in members.items():
-            z.writestr(name, data)
-        if link:
-            info = zipfile.ZipInfo(link)
-            info.create_system = 3
-            info.external_attr = 0o120777 << 16
-            z.writestr(info, "/etc/passwd")
-    return path
 
 
 def _onnx_pointing_at(tmp_path: Path, location: str) -> Path:
@@ -125,11 +110,11 @@ def test_hostile_inputs_are_refused_and_write_nothing(tmp_path, cache_env):
          f"kind: onnx\n  path: {_onnx_pointing_at(tmp_path, str(tmp_path / 'secret.bin'))}",
          "outside the model's folder", {}),
         ("keras lambda layer", f"kind: keras\n  path: {lam}", "safe mode", {}),
-        ("mar path traversal", mar.format(_mar(tmp_path / "up.mar", {
+        ("mar path traversal", mar.format(mar_zip(tmp_path / "up.mar", {
             "../../escaped.txt": b"pwned"})), "path traversal", {}),
-        ("mar absolute path", mar.format(_mar(tmp_path / "abs.mar", {
+        ("mar absolute path", mar.format(mar_zip(tmp_path / "abs.mar", {
             "/tmp/escaped-abs.txt": b"pwned"})), "abs.mar", {}),
-        ("mar symlink", mar.format(_mar(tmp_path / "link.mar", {}, link="m-0000.params")),
+        ("mar symlink", mar.format(mar_zip(tmp_path / "link.mar", {}, link="m-0000.params")),
          "link.mar", {}),
         ("tar symlink", mar.format(tar_link), "link.tar.gz", {}),
         ("tar path traversal", mar.format(tar_up), "path traversal", {}),

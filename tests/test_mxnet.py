@@ -29,7 +29,7 @@ from optimizer.mxnet import archive as mar
 from optimizer.mxnet import bridge, example
 from optimizer.mxnet import env as envs
 from optimizer.recipe import DigitsDataset
-from tests.conftest import write_recipe
+from tests.conftest import mar_zip, write_recipe
 
 runner = CliRunner()
 NAME = "tiny"
@@ -160,21 +160,8 @@ def test_mxnet_never_enters_this_process(tmp_path, models, cache_env):
     assert out.split() == ["1.23.5", "1.9.1"] and str(env.root) not in sys.path
 
 
-def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "m"}}))
-        for name, data in members.items():
-            z.writestr(name, data)
-        if link:
-            info = zipfile.ZipInfo(link)
-            info.create_system = 3
-            info.external_attr = (0o120777 << 16)
-            z.writestr(info, "/etc/passwd")
-    return path
-
-
 def test_path_traversal_archive_refused(tmp_path, cache_env):
-    evil = _zip(tmp_path / "evil.mar", {"../../escaped.txt": b"pwned", "m-symbol.json": b"{}"})
+    evil = mar_zip(tmp_path / "evil.mar", {"../../escaped.txt": b"pwned", "m-symbol.json": b"{}"})
     result, _ = _build(tmp_path, f"kind: mms-archive\n  path: {evil}")
     assert result.exit_code == 2
     assert "path traversal" in result.output and "evil.mar" in result.output
@@ -185,11 +172,11 @@ def test_path_traversal_archive_refused(tmp_path, cache_env):
 
 def test_hostile_archives_refused(tmp_path):
     cases = {
-        "absolute": _zip(tmp_path / "abs.mar", {"/etc/cron.d/x": b"x"}),
-        "link": _zip(tmp_path / "link.mar", {}, link="m-0000.params"),
+        "absolute": mar_zip(tmp_path / "abs.mar", {"/etc/cron.d/x": b"x"}),
+        "link": mar_zip(tmp_path / "link.mar", {}, link="m-0000.params"),
         "twice": tmp_path / "twice.mar",
         "tar link": tmp_path / "link.tar.gz",
-        "bomb": _zip(tmp_path / "bomb.mar", {"m-0000.params": b"\0" * 5_000_000}),
+        "bomb": mar_zip(tmp_path / "bomb.mar", {"m-0000.params": b"\0" * 5_000_000}),
         "not an archive": tmp_path / "plain.mar",
     }
     with zipfile.ZipFile(cases["twice"], "w") as z:
