@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +20,16 @@ from optimizer.errors import OptimizerError
 from optimizer.model import size_bytes
 from optimizer.package.build import Packager
 from optimizer.package.function import HANDLER_SRC
-from optimizer.package.sizes import mib
+from optimizer.report import runtimes as report_runtimes
 from optimizer.validate import gates as gate_checks
-from optimizer.validate import isa, latency_worker, runtimes
-from optimizer.validate.latency import cap_note
+from optimizer.validate import isa, latency, latency_worker, runtimes
+from optimizer.validate.latency import cap_note, measure
 
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact, Builder
 
 EMULATED_WARMUP = 3
+EMULATED_PER_ROUND = 5  # runs per round under qemu, where a run takes milliseconds
 
 
 class RuntimeComparison:
@@ -46,6 +46,7 @@ class RuntimeComparison:
         self.layers: int | None = (pkg.zip.layers if pkg.zip else 1 if pkg.image is None
                                    else None)
         self._deps: dict[tuple, tuple[Path | None, str]] = {}
+        self.handler_bytes = sum(f.stat().st_size for f in HANDLER_SRC.glob("*.py"))
 
     def run(self) -> dict[str, Any]:
         kinds = {n: a.model.kind for n, a in self.arts.items()}
@@ -58,10 +59,10 @@ class RuntimeComparison:
             "targets": {},
         }
         for target in self.recipe.compared_targets():
-            rows = [self._row(p, target, self._failed_gates(p, target)) for p in pairs]
-            how = "native"
-            if not runtimes.native(target):
-                how = self._emulate(target, rows)
+            native = runtimes.native(target)
+            rows = [self._row(p, target, self._failed_gates(p, target), native)
+                    for p in pairs]
+            how = "native" if native else self._emulate(target, rows)
             winner = runtimes.choose(rows, self.builder.prefer)
             best = runtimes.best_per_runtime(rows, self.builder.prefer)
             for r in best:
@@ -69,10 +70,7 @@ class RuntimeComparison:
             out["targets"][target] = {
                 "isa": targets.TARGETS[target].isa, "timing": how, "rows": rows,
                 "best_per_runtime": best, "winner": winner}
-            self.builder.progress.log(
-                f"runtime {target}: " + (f"{winner['runtime']} on {winner['artifact']}, "
-                                         f"{winner['p50_ms']} ms, {mib(winner['package_bytes'])}"
-                                         if winner else "no runtime passed and fits"))
+            self.builder.progress.log(report_runtimes.winner_line(target, winner))
         return out
 
     # --- per pairing ----------------------------------------------------------------
@@ -90,7 +88,8 @@ class RuntimeComparison:
         return [g["gate"] for g in gate_checks.check(copy, self.source, self.recipe, target)
                 if not g["passed"]]
 
-    def _row(self, p: runtimes.Pair, target: str, failed: list[str]) -> dict[str, Any]:
+    def _row(self, p: runtimes.Pair, target: str, failed: list[str],
+             native: bool) -> dict[str, Any]:
         art = self.arts[p.artifact]
         v = art.validation if p.default else art.validation.get("runtimes", {}).get(
             p.runtime, {})
@@ -104,14 +103,13 @@ class RuntimeComparison:
         if runtimes.installed(p.runtime) is None:
             return {**row, "available": False, "reason": f"{p.runtime} exists for this target "
                     "but is not installed in the build's environment, so nothing was measured"}
-        handler = sum(f.stat().st_size for f in HANDLER_SRC.glob("*.py"))
-        size = deps["bytes"] + row["model_bytes"] + handler
+        size = deps["bytes"] + row["model_bytes"] + self.handler_bytes
         # the model barely deflates; the handler is a few kB
         why = runtimes.fits(size, self.layers, deps["unzipped"], deps["zipped"],
-                            row["model_bytes"] + handler)
+                            row["model_bytes"] + self.handler_bytes)
         row.update(available=True, package_bytes=size, dependency_bytes=deps["bytes"],
                    requirements=deps["requirements"], fits=not why, fit_note=why)
-        if runtimes.native(target):
+        if native:
             lat = v.get("latency", {})
             row.update(p50_ms=lat.get("p50_ms"), p95_ms=lat.get("p95_ms"), timing="native",
                        isa_cap=cap_note(p.runtime, target))
@@ -171,19 +169,19 @@ class RuntimeComparison:
                                    for r in todo],
                         "deps": sorted(str(p) for p in deps.values()),
                         "runs": self.cfg.emulated_runs,
-                        "code": code_digest(runtimes.__file__, latency_worker.__file__,
+                        "code": code_digest(runtimes.__file__, latency.__file__,
+                                            latency_worker.__file__,
                                             *(str(f) for f in HANDLER_SRC.glob("*.py")))})
 
         def compute() -> dict[str, Any]:
-            with tempfile.TemporaryDirectory(prefix="optimizer-emu-") as tmp:
-                inputs = runtimes.save_inputs({r["key"]: prepared(
-                    self.dataset, "test", self.arts[r["artifact"]].model.preprocess, limit=1)
-                    for r in todo}, Path(tmp))
-                models = {r["key"]: {"kind": r["kind"], "runtime": r["runtime"],
-                                     "path": str(self.arts[r["artifact"]].model.path),
-                                     "input": inputs[r["key"]]} for r in todo}
-                return runtimes.emulated_latency(emu, target, models, list(deps.values()),
-                                                 EMULATED_WARMUP, self.cfg.emulated_runs)
+            models = {r["key"]: self.arts[r["artifact"]].model for r in todo}
+            x = {k: prepared(self.dataset, "test", m.preprocess, limit=1)
+                 for k, m in models.items()}
+            return measure(models, x, 1, EMULATED_WARMUP, self.cfg.emulated_runs,
+                           targets.TARGETS[target].isa,
+                           runtimes={r["key"]: r["runtime"] for r in todo}, emulate=emu,
+                           deps=tuple(deps.values()), target=target,
+                           per_round=EMULATED_PER_ROUND)
 
         hit = self.builder.measured(
             key, f"latency of {len(todo)} pairing(s) under {emu.describe()} "

@@ -37,13 +37,20 @@ def groups(root: Path) -> dict[str, list[Path]]:
     return out
 
 
+def assign(sizes: dict[str, int], count: int) -> list[list[str]]:
+    """Distributions into `count` layers: the largest first, each to the smallest layer so
+    far (ties to the first); layers left empty are dropped."""
+    bins: list[list[str]] = [[] for _ in range(count)]
+    totals = [0] * count
+    for dist in sorted(sizes, key=lambda d: (-sizes[d], d)):
+        i = min(range(count), key=lambda k: (totals[k], k))
+        bins[i].append(dist)
+        totals[i] += sizes[dist]
+    return [b for b in bins if b]
+
+
 def split(root: Path, count: int) -> list[list[Path]]:
     """count lists of top-level entries, balanced by unpacked size."""
-    dists = sorted(groups(root).items(), key=lambda kv: (-sum(size_bytes(p) for p in kv[1]), kv[0]))
-    bins: list[list[Path]] = [[] for _ in range(count)]
-    sizes = [0] * count
-    for _, entries in dists:
-        i = min(range(count), key=lambda k: (sizes[k], k))
-        bins[i] += entries
-        sizes[i] += sum(size_bytes(p) for p in entries)
-    return [sorted(b) for b in bins if b]
+    dists = groups(root)
+    sizes = {d: sum(size_bytes(p) for p in entries) for d, entries in dists.items()}
+    return [sorted(p for d in group for p in dists[d]) for group in assign(sizes, count)]

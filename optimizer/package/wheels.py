@@ -7,6 +7,7 @@ import error on Lambda.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -29,6 +30,18 @@ def platform_tags(arch: str, glibc: str) -> list[str]:
     return [*tags, f"manylinux2014_{machine}"]
 
 
+def installed_version(requirement: str) -> str | None:
+    """The version installed here of a requirement's distribution (either TensorFlow
+    distribution stands for tensorflow-cpu), or None."""
+    name = re.split(r"[<>=!~]", requirement, maxsplit=1)[0].strip()
+    for dist in (name, "tensorflow") if name == "tensorflow-cpu" else (name,):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def pinned(names: tuple[str, ...], arch: str) -> list[str]:
     """Each requirement at the version installed here, which is the version validated;
     one that carries its own version specifier is passed on as written."""
@@ -39,14 +52,7 @@ def pinned(names: tuple[str, ...], arch: str) -> list[str]:
             continue
         # tensorflow-cpu has no aarch64 wheels; either distribution pins the version
         want = "tensorflow" if name == "tensorflow-cpu" and arch != "x86_64" else name
-        candidates = (name, "tensorflow") if name == "tensorflow-cpu" else (name,)
-        version = None
-        for dist in candidates:
-            try:
-                version = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
+        version = installed_version(name)
         if version is None:
             raise PackageFailed(f"packaging needs {name} installed here to pin its version")
         out.append(f"{want}=={version}")

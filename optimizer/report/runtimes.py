@@ -42,12 +42,12 @@ def markdown(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def winner_line(target: str, w: dict[str, Any] | None) -> str:
+    return f"runtime for {target}: " + (
+        f"{w['runtime']} on {w['artifact']} ({w['p50_ms']} ms, {mib(w['package_bytes'])}, "
+        f"{'native' if w.get('timing') == 'native' else 'emulated'})" if w
+        else "none passed and fits")
+
+
 def console_lines(section: dict[str, Any]) -> list[str]:
-    out = []
-    for target, t in section["targets"].items():
-        w = t["winner"]
-        out.append(f"runtime for {target}: " + (
-            f"{w['runtime']} on {w['artifact']} ({w['p50_ms']} ms, {mib(w['package_bytes'])}, "
-            f"{'native' if w.get('timing') == 'native' else 'emulated'})" if w
-            else "none passed and fits"))
-    return out
+    return [winner_line(target, t["winner"]) for target, t in section["targets"].items()]

@@ -20,8 +20,11 @@ import numpy as np
 from optimizer import hostinfo, targets
 from optimizer.errors import OptimizerError
 from optimizer.model import ModelRef
+from optimizer.validate.isa import Emulator, check_signal
 
 RUNS_PER_ROUND = 10
+WORKER = "optimizer.validate.latency_worker"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds the optimizer package
 
 
 def isa_env(target_isa: str) -> dict[str, str]:
@@ -50,11 +53,15 @@ def cap_note(runtime: str, target: str) -> dict[str, str | bool]:
 
 def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarray],
             threads: int, warmup: int, runs: int, target_isa: str,
-            timeout: float = 1800.0, runtimes: dict[str, str] | None = None) -> dict[str, dict]:
+            timeout: float = 1800.0, runtimes: dict[str, str] | None = None,
+            emulate: Emulator | None = None, deps: tuple[Path, ...] = (),
+            target: str | None = None, per_round: int = RUNS_PER_ROUND) -> dict[str, dict]:
     """{name: stats}, all timed in one process at `threads` intra-op threads.
 
     `sample` is one input for all, or one per model (students have their own input size);
-    `runtimes` names a model's runtime where it is not its kind's default.
+    `runtimes` names a model's runtime where it is not its kind's default. With `emulate`
+    the worker runs as the `target`'s CPU under qemu, by that architecture's Python, with
+    the target's wheels in `deps` and nothing from this machine's site-packages.
     """
     runtimes = runtimes or {}
     per_model = sample if isinstance(sample, dict) else {n: sample for n in models}
@@ -66,23 +73,34 @@ def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarr
                 saved[id(arr)] = Path(tmp) / f"x{len(saved)}.npy"
                 np.save(saved[id(arr)], arr.astype(np.float32))
             inputs[name] = str(saved[id(arr)])
-        args = {
+        args = json.dumps({
             "models": {n: {"kind": m.kind, "path": str(m.path),
                            "runtime": runtimes.get(n) or targets.default_runtime(m.kind),
                            "signature": m.info.get("signature", "serving_default"),
                            "input": inputs[n]}
                        for n, m in models.items()},
             "threads": threads, "warmup": warmup, "runs": runs,
-            "rounds": max(1, runs // RUNS_PER_ROUND),
-        }
-        env = {**os.environ, **isa_env(target_isa), "OMP_NUM_THREADS": str(threads),
-               "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "optimizer.validate.latency_worker", json.dumps(args)],
-            capture_output=True, text=True, env=env, timeout=timeout, check=False,
-        )
+            "rounds": max(1, runs // per_round),
+        })
+        if emulate is None:
+            cmd = [sys.executable, "-m", WORKER, args]
+            env = {**os.environ, **isa_env(target_isa), "OMP_NUM_THREADS": str(threads),
+                   "TF_CPP_MIN_LOG_LEVEL": "3"}
+        else:
+            paths = [*(str(d) for d in deps), str(PACKAGE_ROOT)]
+            boot = (f"import sys, runpy; sys.path[:0] = {paths!r}; "
+                    f"runpy.run_module({WORKER!r}, run_name='__main__')")
+            cmd = [*emulate.prefix(), str(emulate.python), "-S", "-B", "-c", boot, args]
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
+                   "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              cwd=tmp if emulate else None,
+                              timeout=timeout, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
+        if emulate is not None and target:
+            check_signal(proc.returncode, target, f"timing {sorted(models)}")
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OptimizerError(f"latency measurement of {sorted(models)} failed: {tail}")
+        where = f" under {emulate.describe()}" if emulate else ""
+        raise OptimizerError(f"latency measurement of {sorted(models)}{where} failed: {tail}")
     return json.loads(lines[-1])

@@ -12,22 +12,14 @@ gates and fits the recipe's package type.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from optimizer import hostinfo, targets
-from optimizer.errors import OptimizerError, PackageFailed
-from optimizer.validate.isa import Emulator, check_signal
+from optimizer.errors import PackageFailed
+from optimizer.package import layers as layers_split
+from optimizer.package import wheels
 
-ROOT = Path(__file__).resolve().parent.parent.parent  # holds the optimizer package
 # timing under qemu needs the target's Python from Debian, which has no 3.12; the recipe's
 # own version is used for sizes whatever it is
 EMULATION_PYTHON = "3.13"
@@ -48,14 +40,7 @@ class Pair:
 
 def installed(runtime: str) -> str | None:
     """The runtime's version in this environment, or None: what is not here is not timed."""
-    dist = targets.INFERENCE_RUNTIMES[runtime].requirements[0]
-    name = dist.split(">")[0].split("=")[0].split("<")[0]
-    for candidate in (name, "tensorflow") if name == "tensorflow-cpu" else (name,):
-        try:
-            return metadata.version(candidate)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
+    return wheels.installed_version(targets.INFERENCE_RUNTIMES[runtime].requirements[0])
 
 
 def pairs(kinds: dict[str, str], candidates: list[str]) -> list[Pair]:
@@ -86,12 +71,8 @@ def fits(size: int, layers: int | None, unzipped: dict[str, int], zipped: dict[s
     if size > lim.unzipped_bytes:
         return (f"{size / 2**20:,.1f} MiB unzipped is over Lambda's "
                 f"{lim.unzipped_bytes / 2**20:,.0f} MiB for a function and its layers")
-    bins = [0] * max(1, layers)
-    packed = [0] * max(1, layers)
-    for dist in sorted(unzipped, key=lambda d: (-unzipped[d], d)):
-        i = min(range(len(bins)), key=lambda k: (bins[k], k))
-        bins[i] += unzipped[dist]
-        packed[i] += zipped.get(dist, 0)
+    packed = [sum(zipped.get(d, 0) for d in group)
+              for group in layers_split.assign(unzipped, max(1, layers))] or [0]
     if layers == 0:
         packed[0] += function_zipped
     worst = max(packed)
@@ -102,40 +83,6 @@ def fits(size: int, layers: int | None, unzipped: dict[str, int], zipped: dict[s
                 f" MiB upload limit with {layers} layer(s) ({biggest} alone is "
                 f"{zipped[biggest] / 2**20:,.1f} MiB zipped)")
     return ""
-
-
-def emulated_latency(emu: Emulator, target: str, models: dict[str, dict], deps: list[Path],
-                     warmup: int, runs: int, timeout: float = 1800.0) -> dict[str, dict]:
-    """The latency worker, run by the target's Python under qemu with the target's wheels.
-
-    `models` is {key: {"kind", "path", "runtime", "input"}} with inputs as .npy paths.
-    """
-    args = {"models": {k: {**m, "signature": "serving_default"} for k, m in models.items()},
-            "threads": 1, "warmup": warmup, "runs": runs, "rounds": max(1, runs // 5)}
-    paths = [str(d) for d in deps] + [str(ROOT)]
-    boot = (f"import sys, runpy; sys.path[:0] = {paths!r}; "
-            "runpy.run_module('optimizer.validate.latency_worker', run_name='__main__')")
-    with tempfile.TemporaryDirectory(prefix="optimizer-emulat-") as tmp:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([*emu.prefix(), str(emu.python), "-S", "-B", "-c", boot,
-                               json.dumps(args)], capture_output=True, text=True, env=env,
-                              cwd=tmp, timeout=timeout, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        check_signal(proc.returncode, target, f"timing {sorted(models)}")
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OptimizerError(f"emulated timing on {target} failed: {tail}")
-    return json.loads(lines[-1])
-
-
-def save_inputs(inputs: dict[str, np.ndarray], folder: Path) -> dict[str, str]:
-    out = {}
-    for key, x in inputs.items():
-        path = folder / f"x{len(out)}.npy"
-        np.save(path, x.astype(np.float32))
-        out[key] = str(path)
-    return out
 
 
 def choose(rows: list[dict[str, Any]], prefer: str) -> dict[str, Any] | None:
