@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from optimizer import __version__
-from optimizer.errors import EXIT_GATE, EXIT_OK, BadInput, OptimizerError
+from optimizer.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput, OptimizerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -55,10 +55,16 @@ def _guard(as_json: bool, fn: Callable[[], int]) -> None:
     try:
         code = fn()
     except OptimizerError as exc:
+        lines = exc.lines
         if as_json:
-            sys.stdout.write(json.dumps({"ok": False, "exit_code": exc.exit_code,
-                                         "error": str(exc)}) + "\n")
-        typer.echo(f"error: {exc}", err=True)
+            doc = {"ok": False, "exit_code": exc.exit_code, "error": lines[0]}
+            if len(lines) > 1:
+                doc["errors"] = lines
+            if isinstance(getattr(exc, "record", None), dict):
+                doc["source_check"] = exc.record
+            sys.stdout.write(json.dumps(doc) + "\n")
+        for line in lines:
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted; nothing was published", err=True)
@@ -111,20 +117,48 @@ def build(
 
 
 @app.command()
-def check(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
-    """Validate a recipe without running it."""
+def check(recipes: Annotated[list[Path], typer.Argument(
+        help="recipe YAML files (a shell glob gives several)", show_default=False)],
+          as_json: JsonOpt = False) -> None:
+    """Validate recipes without running them; every problem of every file is listed."""
 
-    def run() -> int:
+    def one(recipe: Path) -> dict[str, Any]:
         from optimizer.recipe import load_recipe
 
         parsed = load_recipe(recipe)
-        doc = {"ok": True, "recipe": str(recipe), "name": parsed.name,
-               "steps": [s.name for s in parsed.steps],
-               "resolved": parsed.model_dump(mode="json", by_alias=True)}
-        _emit(as_json, doc, lambda: typer.echo(
-            f"{recipe}: ok ({parsed.name}: source {parsed.source.kind}, "
-            f"steps {' -> '.join(s.name or s.step for s in parsed.steps)})"))
-        return EXIT_OK
+        return {"ok": True, "recipe": str(recipe), "name": parsed.name,
+                "steps": [s.name for s in parsed.steps],
+                "resolved": parsed.model_dump(mode="json", by_alias=True),
+                "summary": f"{recipe}: ok ({parsed.name}: source {parsed.source.kind}, "
+                           f"steps {' -> '.join(s.name or s.step for s in parsed.steps)})"}
+
+    def run() -> int:
+        if len(recipes) == 1:
+            doc = one(recipes[0])
+            _emit(as_json, doc, lambda: typer.echo(doc["summary"]))
+            return EXIT_OK
+        docs = []
+        for recipe in recipes:
+            try:
+                docs.append(one(recipe))
+            except BadInput as exc:
+                lines = exc.lines
+                docs.append({"ok": False, "recipe": str(recipe), "error": lines[0],
+                             "errors": lines})
+        failed = [d for d in docs if not d["ok"]]
+
+        def text() -> None:
+            for d in docs:
+                if d["ok"]:
+                    typer.echo(d["summary"])
+                else:
+                    for line in d["errors"]:
+                        typer.echo(f"error: {line}", err=True)
+            typer.echo(f"{len(docs) - len(failed)} of {len(docs)} recipes ok")
+
+        _emit(as_json, {"ok": not failed, "exit_code": 2 if failed else 0, "recipes": docs},
+              text)
+        return EXIT_BAD_INPUT if failed else EXIT_OK
 
     _guard(as_json, run)
 
@@ -247,15 +281,25 @@ EventOpt = Annotated[Path | None, typer.Option(
 TimeoutOpt = Annotated[float, typer.Option(help="function timeout in seconds")]
 
 
-def _event(dep, event: Path | None) -> Any:
-
+def _event(dep, event: Path | None, one_image: bool = False) -> Any:
+    """--event, or the build's sample event (reduced to its first image for `one_image`:
+    the sweep times batch-1 requests, as the build measured)."""
     path = event or dep.sample_event
     if path is None:
         raise BadInput(f"{dep.ref}: no --event given and no sample-event.json beside it")
     try:
-        return json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise BadInput(f"{path}: not a readable JSON event ({exc})") from None
+    if one_image and event is None:
+        from optimizer.handler.events import BadRequest, images_from_event
+        from optimizer.package.lambda_zip import sample_event
+
+        try:
+            doc = sample_event(images_from_event(doc, 1 << 30, 1 << 20)[:1])
+        except BadRequest as exc:
+            raise BadInput(f"{path}: {exc.message}") from None
+    return doc
 
 
 def _memory_sizes(text: str) -> list[int]:
@@ -356,9 +400,10 @@ def tune(
         progress = Progress()
         with tempfile.TemporaryDirectory(prefix="optimizer-tune-") as work:
             dep = open_deployable(package, Path(work))
-            doc = tuning.run(dep, _event(dep, event), sizes, invocations, strategy, timeout,
-                             concurrency, (instance_price, instance_vcpus)
-                             if instance_price else None, progress.log)
+            payload = _event(dep, event, one_image=True)
+            doc = tuning.run(dep, payload, sizes, invocations, strategy, timeout, concurrency,
+                             (instance_price, instance_vcpus) if instance_price else None,
+                             progress.log)
         out.mkdir(parents=True, exist_ok=True)
         (out / "tune.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out / "tune.html").write_text(render(doc))

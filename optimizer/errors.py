@@ -10,6 +10,11 @@ EXIT_BAD_INPUT = 2
 class OptimizerError(Exception):
     exit_code = EXIT_BAD_INPUT
 
+    @property
+    def lines(self) -> list[str]:
+        """What the CLI prints, a line each (with `error: ` before it)."""
+        return [str(self)]
+
 
 class BadInput(OptimizerError):
     """The user's recipe, model or data is wrong; the message says what and where."""
@@ -18,10 +23,20 @@ class BadInput(OptimizerError):
 
 
 class RecipeError(BadInput):
-    def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
+    """One line per problem, `FILE:LINE: key.path: message`; `also` holds the others found
+    in the same pass, so a user fixes them all at once."""
+
+    def __init__(self, file: str, line: int | None, path: str, message: str,
+                 also: list[RecipeError] | None = None) -> None:
         self.file, self.line, self.path, self.message = file, line, path, message
+        self.also = also or []
         where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+        self.first = f"{where}: {path}: {message}" if path else f"{where}: {message}"
+        super().__init__("\n".join([self.first, *(e.first for e in self.also)]))
+
+    @property
+    def lines(self) -> list[str]:
+        return [self.first, *(e.first for e in self.also)]
 
 
 class StepFailed(BadInput):
@@ -36,6 +51,17 @@ class GateFailed(OptimizerError):
     """Artifacts were built but none passed validation; the report still gets written."""
 
     exit_code = EXIT_GATE
+
+
+class SourceRejected(OptimizerError):
+    """The source model fails on its own data (near chance, under a floor, classes out of
+    order): nothing is built from it, and the message says what to change."""
+
+    exit_code = EXIT_GATE
+
+    def __init__(self, message: str, record: dict) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 class PackageFailed(StepFailed):

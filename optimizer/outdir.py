@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from optimizer import manifest
 from optimizer.cache import pid_alive
 from optimizer.errors import BadInput
-from optimizer.report import pareto_plot
+from optimizer.report import confusion_plot, pareto_plot
 from optimizer.report.markdown import render
 from optimizer.report.students import STUDENT_STEPS
 
@@ -35,6 +35,12 @@ def artifact_file(art: Artifact) -> str:
     suffix = {"onnx": ".onnx", "keras": ".keras", "savedmodel": "", "tflite": ".tflite"}[
         art.model.kind]
     return f"{art.name}{suffix}"
+
+
+def published(art: Artifact) -> bool:
+    """Copied into the output folder: what can ship, and the networks the tool trained (a
+    user's own Keras or SavedModel source stays where it is)."""
+    return art.candidate or art.step in ("architecture", *STUDENT_STEPS)
 
 
 def _copy_model(art: Artifact, dest: Path) -> None:
@@ -96,9 +102,12 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the output from other users
     try:
         for art in artifacts:
-            if art.candidate or art.step in ("architecture", *STUDENT_STEPS):
+            if published(art):
                 _copy_model(art, tmp / artifact_file(art))
             for f in art.ort_files:  # int8.ort, int8.required_operators.config
                 shutil.copyfile(f, tmp / f"{Path(artifact_file(art)).stem}{_ort_suffix(f)}")
@@ -112,6 +121,8 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
         _write_json(tmp / "labels.json", shipped.model.classes)
         if (svg := pareto_plot.render(report)) is not None:
             (tmp / "pareto.svg").write_text(svg)
+        if (svg := confusion_plot.render(report)) is not None:
+            (tmp / "confusion.svg").write_text(svg)
         _write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(render(report))
         manifest.write(tmp, report)  # last: it covers every file above

@@ -17,24 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from optimizer import __version__, hostinfo, targets
 from optimizer.cache import Cache, code_digest, make_key, versions
-from optimizer.data import Dataset, load_dataset, prepared
+from optimizer.data import Dataset, load_dataset, prepared, reconcile, relabel
 from optimizer.errors import GateFailed
 from optimizer.model import ModelRef, file_digests, sha256_file, size_bytes
-from optimizer.outdir import artifact_file, check_replaceable, publish, recover
+from optimizer.outdir import artifact_file, check_replaceable, publish, published, recover
 from optimizer.package.build import Packager, Packages
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
 from optimizer.report import migration, students
 from optimizer.runtime_compare import RuntimeComparison
 from optimizer.sources import SOURCES
+from optimizer.sources import labels as source_labels
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
 from optimizer.train import parallel
+from optimizer.validate import agreement, runtimes, source_check
 from optimizer.validate import gates as gate_checks
-from optimizer.validate import runtimes
-from optimizer.validate.accuracy import predict, score
+from optimizer.validate.accuracy import pack, predict, score, unpack
 from optimizer.validate.latency import cap_note, measure
 
 _HERE = Path(__file__).parent
@@ -45,6 +48,7 @@ COMMON_CODE = tuple(
               *sorted((_HERE / "data").glob("*.py")))
 )
 VALIDATION_CODE = tuple(str(p) for p in sorted((_HERE / "validate").glob("*.py")))
+CONFUSION_UP_TO = 100  # classes; a bigger matrix is too large for report.json to carry
 RUNTIME_LIBS = ("onnxruntime", "tensorflow", "tensorflow-cpu", "keras", "numpy",
                 "ai-edge-litert", "openvino")
 
@@ -88,6 +92,9 @@ class Builder:
         self.prefer = prefer or recipe.gates.prefer
         self._count = threading.Lock()  # candidates may finish on several threads
         self.hits = self.misses = 0
+        # test-split scores per (artifact, second runtime or None)
+        self.scores: dict[tuple[str, str | None], np.ndarray] = {}
+        self.source_check: dict[str, Any] = {}
 
     # --- producing models -------------------------------------------------------------
 
@@ -243,25 +250,75 @@ class Builder:
         return hit
 
     def accuracy(self, art: Artifact, dataset: Dataset, runtime: str | None = None) -> None:
-        """Top-1 on the test split; with `runtime`, of the same file run by that other
-        runtime, kept under validation["runtimes"] and gated like any other artifact."""
+        """Top-1 on the test split (None without labels) and the scores themselves, kept in
+        memory for agreement and per-class results; with `runtime`, of the same file run by
+        that other runtime, kept under validation["runtimes"] and gated like any other."""
         g = self.recipe.gates
+        if (art.name, runtime) in self.scores:
+            return
 
         def compute() -> dict[str, Any]:
             x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
             probs = predict(art.model, x, runtime)
-            result = score(probs, dataset.labels_of("test", g.test_samples), None)
+            labels = dataset.labels_of("test", g.test_samples) if dataset.labeled else None
+            result = score(probs, labels)
             result["top1"] = probs.argmax(axis=1).tolist()
+            result["scores"] = pack(probs)
             return result
 
         kind = f"accuracy/{runtime}" if runtime else "accuracy"
         what = f"accuracy of {art.name}" + (f" with {runtime}" if runtime else "")
-        hit = self.measured(self._validation_key(kind, [art.model.digest], dataset), what,
-                            compute)
+        hit = dict(self.measured(self._validation_key(kind, [art.model.digest], dataset), what,
+                                 compute))
+        self.scores[(art.name, runtime)] = unpack(hit.pop("scores"))
         if runtime:
             art.validation.setdefault("runtimes", {}).setdefault(runtime, {}).update(hit)
         else:
             art.validation.update(hit)
+
+    def vouch(self, source: Artifact, dataset: Dataset) -> dict[str, Any]:
+        """Stop here, before any step, if the source is no good on this data."""
+        v = source.validation
+        if not dataset.labeled:
+            top1 = np.asarray(v["top1"])
+            common = int(np.bincount(top1).argmax())
+            share = 100.0 * float(np.mean(top1 == common))
+            record = {"verdict": "no labels", "accuracy": None,
+                      "commonest_answer": source.model.classes[common],
+                      "commonest_share": round(share, 2), "classes_from": dataset.classes_from}
+            if share >= 95.0 and len(top1) >= 20:
+                record["warning"] = (f"the source answers '{source.model.classes[common]}' for "
+                                     f"{share:.0f}% of the {len(top1)} test images; without "
+                                     "labels nothing else checks it is right about them")
+                self.progress.log(f"[yellow]warning[/]: {record['warning']}")
+            return record
+        labels = dataset.labels_of("test", self.recipe.gates.test_samples)
+        record = source_check.check(labels, np.asarray(v["top1"]), dataset.classes,
+                                    v["accuracy"], self.recipe.gates.min_source_accuracy,
+                                    dataset.classes_from, source.step == "architecture")
+        self.progress.log(f"source: {v['accuracy']:.2f}% on {len(labels)} test images "
+                          f"(chance {record['chance']:.2f}%); classes in the model's order")
+        return record
+
+    def compare_with_source(self, artifacts: list[Artifact], dataset: Dataset) -> None:
+        """Agreement, probability distance and per-class results of every artifact and
+        runtime pairing, against the source's answers on the same images."""
+        classes = dataset.classes
+        src = self.scores[("source", None)]
+        src_top1 = src.argmax(axis=1)
+        labels = (dataset.labels_of("test", self.recipe.gates.test_samples)
+                  if dataset.labeled else None)
+        src_classes = agreement.per_class(classes, src_top1, labels, src_top1)
+        for art in artifacts:
+            views = [(None, art.validation), *art.validation.get("runtimes", {}).items()]
+            for runtime, v in views:
+                mine = self.scores.get((art.name, runtime))
+                if mine is None:
+                    continue
+                v.update(agreement.compare(src, mine))
+                v["per_class"] = agreement.per_class(classes, mine.argmax(axis=1), labels,
+                                                     src_top1)
+                v.update(agreement.class_drop(classes, v["per_class"], src_classes))
 
     def alternates(self, artifacts: list[Artifact]) -> list[runtimes.Pair]:
         """Artifacts paired with the recipe's other runtimes that are installed here."""
@@ -318,6 +375,22 @@ class Builder:
 
     # --- the whole build --------------------------------------------------------------
 
+    def dataset(self) -> Dataset:
+        """The recipe's dataset, in the order of the labels the model carries (if any)."""
+        dataset = load_dataset(self.recipe.dataset)
+        if carried := source_labels.of_source(self.recipe.source):
+            dataset = reconcile(dataset, *carried)
+        self.progress.log(
+            f"dataset {dataset.name}: {len(dataset.labels)} images"
+            + (f", {len(dataset.classes)} classes" if dataset.classes else "")
+            + ("" if dataset.labeled else ", no labels")
+            + f", train/val/test {[len(dataset.indices(s)) for s in ('train', 'val', 'test')]}")
+        if dataset.classes:
+            shown = ", ".join(dataset.classes[:12]) + (", ..." if len(dataset.classes) > 12
+                                                       else "")
+            self.progress.log(f"classes in output order ({dataset.classes_from}): {shown}")
+        return dataset
+
     def run(self, out_dir: Path) -> BuildResult:
         started = time.time()
         t0 = time.perf_counter()
@@ -325,12 +398,13 @@ class Builder:
         check_replaceable(out_dir)  # fail before an hour of work, not after
         if swept := self.cache.sweep_orphans():
             self.progress.log(f"cache: removed {swept} temporary folder(s) of killed builds")
-        dataset = load_dataset(self.recipe.dataset)
-        self.progress.log(
-            f"dataset {dataset.name}: {len(dataset.labels)} images, {len(dataset.classes)} "
-            f"classes, train/val/test {[len(dataset.indices(s)) for s in ('train', 'val', 'test')]}"
-        )
+        dataset = self.dataset()
         source = self.source(dataset)
+        if not dataset.classes:  # no labels and no names: the model's output numbers
+            dataset = relabel(dataset, source.model.classes, np.arange(0),
+                              "the model's output numbers")
+        self.accuracy(source, dataset)
+        self.source_check = self.vouch(source, dataset)
         artifacts = [source, *self.steps(source, dataset)]
         alternates = self.alternates(artifacts)
         by_name = {a.name: a for a in artifacts}
@@ -342,13 +416,9 @@ class Builder:
         for art in artifacts:
             if art.model.is_onnx:
                 self.ort_format(art, dataset)
-        reference = source.validation["top1"]
+        self.compare_with_source(artifacts, dataset)
         for art in artifacts:
-            v = art.validation
-            v["agreement"] = round(
-                100.0 * sum(a == b for a, b in zip(v["top1"], reference, strict=True))
-                / max(1, len(reference)), 3)
-            v["size_bytes"] = size_bytes(art.model.path)
+            art.validation["size_bytes"] = size_bytes(art.model.path)
             art.gates = gate_checks.check(art, source, self.recipe)
         ship = gate_checks.choose(artifacts, self.prefer)
         engine, compared = None, None
@@ -388,8 +458,23 @@ class Builder:
                    or gate_checks.choose(mine, self.prefer, require_pass=False,
                                          deployable_only=False))
             engine = None
+        reference = artifacts[0].validation["top1"]
         return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work,
-                                                                         engine)
+                                                                         reference, engine)
+
+    def _confusion(self, dataset: Dataset, source: Artifact,
+                   ship: Artifact | None) -> dict[str, Any] | None:
+        """Counts of the shipped artifact's answers against the truth (or the source's)."""
+        k = len(dataset.classes)
+        if ship is None or k > CONFUSION_UP_TO:
+            return None
+        rows = (dataset.labels_of("test", self.recipe.gates.test_samples) if dataset.labeled
+                else np.asarray(source.validation["top1"]))
+        matrix = source_check.confusion(rows, np.asarray(ship.validation["top1"]), k)
+        return {"artifact": ship.name, "classes": dataset.classes, "matrix": matrix.tolist(),
+                "rows_are": "true class" if dataset.labeled else "the source's answer",
+                "title": "test images by true class" if dataset.labeled else
+                "agreement with the source (no labels)"}
 
     def _report(self, dataset: Dataset, artifacts: list[Artifact], ship: Artifact | None,
                 started: float, seconds: float) -> dict[str, Any]:
@@ -397,7 +482,10 @@ class Builder:
         share = targets.vcpus(t.memory_mb)
         rows = []
         for art in artifacts:
-            v = {k: val for k, val in art.validation.items() if k != "top1"}
+            v = {k: val for k, val in art.validation.items() if k not in ("top1", "per_class")}
+            for alt in v.get("runtimes", {}).values():
+                for k in ("top1", "per_class"):
+                    alt.pop(k, None)
             lat = v.get("latency", {})
             # below 1 vCPU Lambda gives a proportional share; scale the single-thread time
             est_ms = lat.get("p50_ms", 0.0) / min(1.0, share)
@@ -405,7 +493,8 @@ class Builder:
                 "name": art.name,
                 "step": art.step,
                 "kind": art.model.kind,
-                "file": artifact_file(art),
+                "file": artifact_file(art) if published(art) else None,
+                "path": None if published(art) else str(art.model.path),
                 "sha256": sha256_file(art.model.path) if art.model.path.is_file() else None,
                 "digest": art.model.digest,
                 "cached": art.cached,
@@ -447,8 +536,14 @@ class Builder:
                        "isa": targets.TARGETS[t.name].isa,
                        "targets_version": targets.TARGETS_VERSION},
             "dataset": {"name": dataset.name, "digest": dataset.digest,
-                        "classes": dataset.classes,
+                        "classes": dataset.classes, "classes_from": dataset.classes_from,
+                        "labeled": dataset.labeled,
                         "splits": {s: len(dataset.indices(s)) for s in ("train", "val", "test")}},
+            "classes": dataset.classes,
+            "source_check": self.source_check,
+            "per_class": per_class_section(dataset.classes, artifacts[0],
+                                           ship or artifacts[0]),
+            "confusion": self._confusion(dataset, artifacts[0], ship),
             "libraries": hostinfo.library_versions(),
             "artifacts": rows,
             "prefer": self.prefer,
@@ -459,6 +554,21 @@ class Builder:
             "passed": ship is not None,
             "failure": failed,
         }
+
+
+def per_class_section(classes: list[str], source: Artifact, ship: Artifact) -> dict[str, Any]:
+    """Source and shipped artifact side by side, class by class, in output order."""
+    mine, ref = ship.validation["per_class"], source.validation["per_class"]
+    by_agreement = mine["basis"].startswith("agreement")
+    rows = []
+    for i, name in enumerate(classes):
+        s, r = mine["score"][i], ref["score"][i]
+        drop = None if s is None else round((100.0 if by_agreement else (r or 0.0)) - s, 3)
+        rows.append({"index": i, "class": name, "n": mine["n"][i], "source": r,
+                     "ship": s, "drop": drop})
+    return {"basis": mine["basis"], "artifact": ship.name, "rows": rows,
+            "max_class_drop": ship.validation.get("max_class_drop"),
+            "worst_class": ship.validation.get("worst_class")}
 
 
 def build(recipe: Recipe, recipe_file: Path, out_dir: Path | None, cache: Cache,

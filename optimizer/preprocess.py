@@ -7,16 +7,23 @@ drift from what was measured at build time.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from optimizer.handler.preprocess import to_batch
 
+Color = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
+
 
 class Preprocess(BaseModel):
-    """Resize, colour, scale and normalise: x = (pixel * scale - mean) / std."""
+    """Colour, geometry, order, scale and normalise: x = (pixel * scale - mean) / std.
+
+    The defaults are what a model trained by this tool expects; models published elsewhere
+    were trained with their own conventions (ImageNet's resize-and-crop, Caffe's BGR with
+    means), and getting one wrong costs accuracy without any error.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,7 +35,21 @@ class Preprocess(BaseModel):
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
     layout: Literal["NHWC", "NCHW"] = "NHWC"
-    resize: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+    resize: Literal["nearest", "bilinear", "bicubic"] = Field(
+        default="bilinear", description="resampling filter")
+    fit: Literal["stretch", "crop", "letterbox"] = Field(
+        default="stretch", description="stretch to the input size; crop: resize (the shorter "
+        "side to resize_to, or both sides to [h, w]) then crop the center; letterbox: fit "
+        "inside and pad with pad_color")
+    resize_to: int | tuple[int, int] | None = Field(
+        default=None, description="crop only: the shorter side's length (ImageNet: 256 for "
+        "224), or [height, width]; default: the input size, the largest centered crop")
+    pad_color: Color = Field(default_factory=lambda: [0, 0, 0], description="letterbox fill")
+    background: Color = Field(default_factory=lambda: [255, 255, 255],
+                              description="what transparent pixels are composited onto")
+    channel_order: Literal["RGB", "BGR"] = Field(
+        default="RGB", description="BGR for models converted from Caffe (mean/std are given "
+        "in the model's channel order)")
 
     @model_validator(mode="after")
     def _check(self) -> Preprocess:
@@ -40,6 +61,19 @@ class Preprocess(BaseModel):
             raise ValueError("std values must be non-zero")
         if self.size is not None and min(self.size) < 1:
             raise ValueError("size must be positive")
+        if self.resize_to is not None:
+            if self.fit != "crop":
+                raise ValueError("resize_to applies to fit: crop only")
+            sizes = self.resize_to if isinstance(self.resize_to, tuple) else (self.resize_to,)
+            if min(sizes) < 1:
+                raise ValueError("resize_to must be positive")
+            if self.size is not None and (
+                    (len(sizes) == 1 and sizes[0] < min(self.size))
+                    or (len(sizes) == 2 and (sizes[0] < self.size[0] or sizes[1] < self.size[1]))):
+                raise ValueError(f"resize_to {self.resize_to} is smaller than the input size "
+                                 f"{tuple(self.size)}; nothing would be left to crop")
+        if self.channel_order == "BGR" and self.channels != 3:
+            raise ValueError("channel_order BGR needs 3 channels")
         return self
 
     def input_shape(self) -> tuple[int, int, int, int]:

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from optimizer import targets
-from optimizer.errors import RecipeError
+from optimizer.errors import BadInput, RecipeError
 from optimizer.preprocess import Preprocess
 from optimizer.recipe_paths import ExistingDir, ExistingFile, ExistingPath
 from optimizer.steps import STEPS, AnyStep
@@ -39,6 +39,9 @@ class KerasSource(Strict):
     produces: ClassVar[str] = "tf"
     kind: Literal["keras"]
     path: ExistingFile = Field(description=".keras or .h5 file, loaded with safe mode on")
+    labels: ExistingFile | None = Field(
+        default=None, description="the model's label names in output order: one per line, or "
+        "a JSON list; checked against the dataset's classes")
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
     @field_validator("path")
@@ -54,6 +57,9 @@ class SavedModelSource(Strict):
     kind: Literal["savedmodel"]
     path: ExistingDir
     signature: str = "serving_default"
+    labels: ExistingFile | None = Field(
+        default=None, description="the model's label names in output order: one per line, or "
+        "a JSON list; checked against the dataset's classes")
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
     @field_validator("path")
@@ -68,6 +74,9 @@ class OnnxSource(Strict):
     produces: ClassVar[str] = "onnx"
     kind: Literal["onnx"]
     path: ExistingFile
+    labels: ExistingFile | None = Field(
+        default=None, description="the model's label names in output order: one per line, or "
+        "a JSON list; checked against the dataset's classes")
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
 
@@ -104,6 +113,9 @@ class _MxnetCommon(Strict):
         default_factory=Preprocess, description="fields set here win over the archive's "
         "signature; MMS fed raw 0..255 RGB pixels, resized, so that is the default")
     parity: Parity = Field(default_factory=Parity)
+    labels: ExistingFile | None = Field(
+        default=None, description="label names in output order (one per line, or a JSON "
+        "list); an archive's synset.txt is read otherwise")
 
     @field_validator("input_shape")
     @classmethod
@@ -154,33 +166,99 @@ class Split(Strict):
         return self
 
 
-class DigitsDataset(Strict):
+ClassNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
+_CLASSES_DOC = ("the label names in the model's output order; the answers the function "
+                "gives. Without it: " )
+
+
+class _Labelled(Strict):
+    classes: ClassNames | None = None
+
+    def _check_classes(self, own: list[str], numbered: bool) -> None:
+        """At load time, so a wrong list is a recipe error with its line."""
+        from optimizer.data import order_classes
+
+        try:
+            order_classes(own, self.classes, numbered, "dataset.classes")
+        except BadInput as exc:
+            raise _Wiring(("dataset", "classes"), str(exc).split(": ", 1)[1]) from None
+
+
+class DigitsDataset(_Labelled):
     kind: Literal["sklearn-digits"]
+    classes: ClassNames | None = Field(default=None, description=_CLASSES_DOC + "'0'..'9' "
+                                       "in digit order; a reorder of those, or ten new names")
     split: Split = Field(default_factory=Split)
 
+    @model_validator(mode="after")
+    def _order(self) -> DigitsDataset:
+        from optimizer.data.digits import CLASSES
 
-class FolderDataset(Strict):
+        self._check_classes(CLASSES, numbered=True)
+        return self
+
+
+class FolderDataset(_Labelled):
     kind: Literal["folder"]
     path: ExistingDir
+    labels: Literal["folders", "none"] = Field(
+        default="folders", description="folders: one subfolder per class (a folder of images "
+        "without subfolders has no labels); none: every image under path, without labels")
+    classes: ClassNames | None = Field(
+        default=None, description=_CLASSES_DOC + "the subfolder names, sorted; with labels: "
+        "none, the model's own labels or its output numbers")
     split: Split = Field(default_factory=Split)
 
+    @model_validator(mode="after")
+    def _folders(self) -> FolderDataset:
+        from optimizer.data import folder
 
-class NpzDataset(Strict):
+        if self.classes is None or self.labels == "none" or not self.path.is_dir():
+            return self
+        folders = folder.class_folders(self.path)
+        if not folders:
+            return self  # images without subfolders: the list names the model's outputs
+        dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        missing = [c for c in self.classes if c not in folders]
+        extra = [f for f in folders if f not in self.classes]
+        problems = ([f"listed more than once: {dup}"] if dup else []) + (
+            [f"no folder for {missing}"] if missing else []) + (
+            [f"folder(s) {extra} not in the list"] if extra else [])
+        if problems:
+            raise _Wiring(("dataset", "classes"), f"must name the class folders under "
+                          f"{self.path}; " + "; ".join(problems))
+        return self
+
+
+class NpzDataset(_Labelled):
     kind: Literal["npz"]
     path: ExistingFile
-    classes: list[str] | None = None
+    labels: Literal["y", "none"] = Field(default="y", description="y: the labels in the file's "
+                                         "'y' array (a file without one has no labels)")
+    classes: ClassNames | None = Field(
+        default=None, description=_CLASSES_DOC + "'0'..'K-1' for the values in y; a reorder "
+        "of those, or new names for them")
     split: Split = Field(default_factory=Split)
 
 
-class FashionMnistDataset(Strict):
+class FashionMnistDataset(_Labelled):
     """Debian's dataset-fashion-mnist; the canonical 10,000-image test set by default."""
 
     kind: Literal["fashion-mnist"]
     path: ExistingDir = Path("/usr/share/datasets/fashion-mnist")
+    classes: ClassNames | None = Field(default=None, description=_CLASSES_DOC + "the dataset's "
+                                       "ten names in its own order; a reorder of those")
     canonical_test: bool = Field(default=True, description="test on t10k, not a pooled split")
     train_limit: int | None = Field(default=None, ge=10, description="class-balanced subset")
     test_limit: int | None = Field(default=None, ge=10, description="class-balanced subset")
     split: Split = Field(default_factory=Split)
+
+    @model_validator(mode="after")
+    def _order(self) -> FashionMnistDataset:
+        from optimizer.data.fashion_mnist import CLASSES
+
+        self._check_classes(CLASSES, numbered=False)
+        return self
 
 
 DatasetConfig = Annotated[
@@ -247,6 +325,20 @@ class Gates(Strict):
         default=1.0, ge=0, le=100, description="percentage points below the source model"
     )
     min_accuracy: float | None = Field(default=None, ge=0, le=100, description="percent")
+    min_source_accuracy: float | None = Field(
+        default=None, ge=0, le=100, description="percent; below it (or near chance) the build "
+        "stops before any step runs")
+    min_agreement: float | None = Field(
+        default=None, ge=0, le=100, description="top-1 agreement with the source, percent "
+        f"[default: {targets.UNLABELED_GATES['min_agreement']:g} without labels, not gated "
+        "with]")
+    max_mean_kl: float | None = Field(
+        default=None, gt=0, description="mean KL divergence from the source's probabilities, "
+        f"nats [default: {targets.UNLABELED_GATES['max_mean_kl']:g} without labels, not gated "
+        "with]")
+    max_class_drop: float | None = Field(
+        default=None, ge=0, le=100, description="largest per-class drop in points: accuracy "
+        "against the source's, or (no labels) agreement below 100%")
     max_latency_ms: float | None = Field(default=None, gt=0, description="batch-1 p50")
     max_model_mb: float | None = Field(default=None, gt=0)
     test_samples: int | None = Field(default=None, ge=1, description="cap on the test split")
@@ -465,23 +557,27 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         return Recipe.model_validate(doc.data, context={"base": path.parent.resolve()})
     except ValidationError as exc:
-        errors = exc.errors()
-        err = errors[0]
-        loc = tuple(err["loc"])
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _Wiring):
-            loc = cause.loc
-        shown = _without_tags(doc.data, loc)
-        if err["type"] == "union_tag_invalid":
-            shown = (*shown, _discriminator(err))
-        dotted = ".".join(str(p) for p in shown) or "(top level)"
-        message = _format_error(err, _known_keys(doc.data, shown))
-        if len(errors) > 1:
-            message += f" (+{len(errors) - 1} more)"
-        line = doc.line_for(shown)
-        if err["type"] == "missing" and shown[:-1]:
-            line = doc.line_for(shown[:-1])
-        raise RecipeError(str(path), line, dotted, message) from None
+        found = [_recipe_error(path, doc, err) for err in exc.errors()]
+        unique = list({e.first: e for e in found}.values())
+        first = unique[0]
+        raise RecipeError(first.file, first.line, first.path, first.message,
+                          also=unique[1:]) from None
+
+
+def _recipe_error(path: Path, doc, err: dict[str, Any]) -> RecipeError:
+    loc = tuple(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _Wiring):
+        loc = cause.loc
+    shown = _without_tags(doc.data, loc)
+    if err["type"] == "union_tag_invalid":
+        shown = (*shown, _discriminator(err))
+    dotted = ".".join(str(p) for p in shown) or "(top level)"
+    message = _format_error(err, _known_keys(doc.data, shown))
+    line = doc.line_for(shown)
+    if err["type"] == "missing" and shown[:-1]:
+        line = doc.line_for(shown[:-1])
+    return RecipeError(str(path), line, dotted, message)
 
 
 SHAPE_TAGS = ("list", "grid")

@@ -222,6 +222,10 @@ BASELINES: dict[str, Baseline] = {
     )
 }
 
+# budgets that stand in for the accuracy drop when a dataset has no labels: agreement with
+# the source's top-1 (percent) and mean KL(source || artifact) in nats
+UNLABELED_GATES = {"min_agreement": 99.0, "max_mean_kl": 0.05}
+
 DEFAULT_TARGET = "x86_64"
 DEFAULT_RUNTIME = "python3.12"
 DEFAULT_MEMORY_MB = 1769

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from optimizer.preprocess import Preprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # the isolated MXNet env outlives any one test's cache (made once per machine, ~30 s)
@@ -18,7 +22,6 @@ SIZE = 16
 def digits_16():
     from optimizer.data import prepared
     from optimizer.data.digits import load
-    from optimizer.preprocess import Preprocess
     from optimizer.recipe import DigitsDataset
 
     ds = load(DigitsDataset(kind="sklearn-digits"))
@@ -44,6 +47,32 @@ def tiny_keras(tmp_path_factory) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=30, batch_size=32, verbose=0)
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digit_cnn(tmp_path_factory) -> Path:
+    """A user's model: digits in digit order, 16 px RGB, its own Rescaling(1/255), 98% on
+    the test split (trained on the train split only)."""
+    import keras
+
+    from optimizer.data import prepared
+
+    keras.utils.set_random_seed(0)
+    ds, _, _, y = digits_16()
+    x = prepared(ds, "train", Preprocess(size=(SIZE, SIZE), channels=3))
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3), name="input"), keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=25, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("user-model") / "digit-cnn.keras"
     model.save(path)
     return path
 
@@ -117,3 +146,33 @@ def mar_zip(path: Path, members: dict[str, bytes], link: str | None = None) -> P
             info.external_attr = 0o120777 << 16
             z.writestr(info, "/etc/passwd")
     return path
+
+
+def package_recipe(folder: Path, model: Path, package: str, name: str = "pkg") -> Path:
+    """One ONNX export of the tiny model, packaged as `package` says, for x86_64 Python 3.12."""
+    pkg = "\n".join("  " + line for line in package.strip().splitlines())
+    return keras_recipe(folder, model, name=name, steps="- {step: export_onnx, name: fp32}",
+                        tail="target: {name: x86_64, runtime: python3.12, memory_mb: 1769}\n"
+                        f"package:\n{pkg}")
+
+
+def build(recipe: Path, out: Path, cache: Path):
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+
+    return CliRunner().invoke(app, ["build", str(recipe), "--out", str(out), "--json",
+                                    "--cache-dir", str(cache)])
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def zip_build(tmp_path_factory, tiny_keras):
+    root = tmp_path_factory.mktemp("zipbuild")
+    recipe = package_recipe(root, tiny_keras, "zip: {layers: 1}")
+    result = build(recipe, root / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    return root, recipe, json.loads(result.stdout)

@@ -109,7 +109,7 @@ def test_hostile_inputs_are_refused_and_write_nothing(tmp_path, cache_env):
         ("onnx external data absolute",
          f"kind: onnx\n  path: {_onnx_pointing_at(tmp_path, str(tmp_path / 'secret.bin'))}",
          "outside the model's folder", {}),
-        ("keras lambda layer", f"kind: keras\n  path: {lam}", "safe mode", {}),
+        ("keras lambda layer", f"kind: keras\n  path: {lam}", "Lambda layer", {}),
         ("mar path traversal", mar.format(mar_zip(tmp_path / "up.mar", {
             "../../escaped.txt": b"pwned"})), "path traversal", {}),
         ("mar absolute path", mar.format(mar_zip(tmp_path / "abs.mar", {
@@ -154,3 +154,49 @@ def test_step_names_cannot_leave_the_output_folder(tmp_path, name):
     with pytest.raises(RecipeError, match=r"steps\.0\.name"):
         load_recipe(recipe)
     assert os.listdir(tmp_path) == ["recipe.yaml"]
+
+
+def _du(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+@pytest.mark.parametrize("fmt", ["mar", "tar.gz"])
+def test_archive_bomb_is_refused_before_anything_is_written(tmp_path, cache_env, fmt):
+    """512 MiB of zeros in a .mar (0.5 MiB of deflate) or a .tar.gz, beside an empty manifest:
+    refused from its headers, with its size in the message, having written nothing."""
+    import gzip
+    import json
+    import zipfile
+
+    member, size = "zeros.bin", 512 << 20
+    bomb = tmp_path / f"bomb.{fmt}"
+    if fmt == "mar":
+        with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+            z.writestr("MAR-INF/MANIFEST.json", json.dumps({}))
+            with z.open(member, "w", force_zip64=True) as f:
+                block = b"\0" * (1 << 20)
+                for _ in range(size >> 20):
+                    f.write(block)
+    else:
+        with gzip.open(bomb, "wb", compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w|") \
+                as t:
+            info = tarfile.TarInfo("m/MAR-INF/MANIFEST.json")
+            info.size = 2
+            t.addfile(info, io.BytesIO(b"{}"))
+            info = tarfile.TarInfo(f"m/{member}")
+            info.size = size
+
+            class Zeros(io.RawIOBase):
+                left = size
+
+                def readinto(self, b) -> int:
+                    n = min(len(b), self.left)
+                    b[:n] = bytes(n)
+                    self.left -= n
+                    return n
+
+            t.addfile(info, Zeros())
+    assert bomb.stat().st_size < 4 << 20
+    refused(tmp_path, cache_env, f"bomb {fmt}", f"kind: mms-archive\n  path: {bomb}",
+            "likely archive bomb")
+    assert _du(cache_env) < 4 << 20  # at most a few MiB (today: nothing at all)

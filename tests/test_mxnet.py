@@ -89,10 +89,12 @@ def test_archivers_write_both_manifest_layouts(models):
         assert legacy["Model"]["Model-Format"] == "MXNet-Symbolic"
     for key in ("default", "tgz", "no-archive", "legacy"):
         path = models[key]
-        folder = path if path.is_dir() else path.parent / f"unpacked-{key}"
-        if not path.is_dir():
-            mar.extract(path, folder)
-        info = mar.read(folder, path)
+        folder = path.parent / f"unpacked-{key}"
+        info = mar.unpack(path, folder)
+        # only what MMS loads is unpacked: the graph and its weights
+        assert (sorted(p.name for p in folder.rglob("*") if p.is_file())
+                == ([] if path.is_dir() else [info.params.name, info.symbol.name]))
+        assert mar.synset(path)[0] == [str(i) for i in range(10)]
         assert info.layout == ("model-0.x" if key == "legacy" else "mar-1.0")
         assert info.input_name == "data" and info.input_shape == [1, 3, 16, 16]
         assert info.labels == [str(i) for i in range(10)]
@@ -195,24 +197,23 @@ def test_hostile_archives_refused(tmp_path):
     for case, path in cases.items():
         dest = tmp_path / f"x-{case.replace(' ', '-')}"
         with pytest.raises(BadInput, match=expect[case]):
-            mar.extract(path, dest, mar.Limits(member_bytes=1_000_000))
-        assert not dest.exists(), case  # nothing half-unpacked is left behind
+            mar.unpack(path, dest, mar.Limits(member_bytes=1_000_000))
+        assert not dest.exists(), case  # refused before anything was written
 
 
 def test_archive_errors_name_what_is_wrong(tmp_path, models):
     no_manifest = tmp_path / "none.mar"
     with zipfile.ZipFile(no_manifest, "w") as z:
         z.writestr("x-symbol.json", "{}")
-    mar.extract(no_manifest, tmp_path / "a")
     with pytest.raises(BadInput, match=r"no MAR-INF/MANIFEST\.json"):
-        mar.read(tmp_path / "a", no_manifest)
+        mar.unpack(no_manifest, tmp_path / "a")
     gluon_imperative = tmp_path / "g.model"
     with zipfile.ZipFile(gluon_imperative, "w") as z:
         z.writestr("MANIFEST.json", json.dumps({"Model": {
             "Model-Name": "g", "Model-Format": "Gluon-Imperative", "Service": "s.py"}}))
-    mar.extract(gluon_imperative, tmp_path / "b")
     with pytest.raises(BadInput, match="Gluon imperative"):
-        mar.read(tmp_path / "b", gluon_imperative)
+        mar.unpack(gluon_imperative, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_unsupported_operator_named(tmp_path, models):

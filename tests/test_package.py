@@ -3,7 +3,6 @@ and `optimizer check-size` on packages optimizer did not build."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,36 +17,9 @@ from optimizer.cli import app
 from optimizer.errors import BadInput
 from optimizer.package import archive, elfcheck, lambda_zip, layers, sizes
 from optimizer.validate import isa
-from tests.conftest import keras_recipe
+from tests.conftest import build, package_recipe, sha
 
 runner = CliRunner()
-
-
-def package_recipe(folder: Path, model: Path, package: str, name: str = "pkg") -> Path:
-    """One ONNX export of the tiny model, packaged as `package` says, for x86_64 Python 3.12."""
-    pkg = "\n".join("  " + line for line in package.strip().splitlines())
-    return keras_recipe(folder, model, name=name, steps="- {step: export_onnx, name: fp32}",
-                        tail="target: {name: x86_64, runtime: python3.12, memory_mb: 1769}\n"
-                        f"package:\n{pkg}")
-
-
-def build(recipe: Path, out: Path, cache: Path):
-    result = runner.invoke(app, ["build", str(recipe), "--out", str(out), "--json",
-                                 "--cache-dir", str(cache)])
-    return result
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def zip_build(tmp_path_factory, tiny_keras):
-    root = tmp_path_factory.mktemp("zipbuild")
-    recipe = package_recipe(root, tiny_keras, "zip: {layers: 1}")
-    result = build(recipe, root / "out", root / "cache")
-    assert result.exit_code == 0, result.output
-    return root, recipe, json.loads(result.stdout)
 
 
 def test_zip_package_fits_and_runs_its_handler(zip_build):

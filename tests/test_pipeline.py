@@ -134,7 +134,7 @@ def test_architecture_source_trains_once(tmp_path, cache_env):
           architecture: MobileNetV2
           alpha: 0.35
           input_size: 32
-          train: {epochs: 1, batch_size: 64}
+          train: {epochs: 4, batch_size: 32, learning_rate: 0.003}
         dataset:
           kind: sklearn-digits
         steps:
@@ -149,7 +149,7 @@ def test_architecture_source_trains_once(tmp_path, cache_env):
     source = first["artifacts"][0]
     assert source["step"] == "architecture" and not source["cached"]
     assert source["info"]["architecture"] == "MobileNetV2"
-    assert source["info"]["training"]["epoch"] == 1
+    assert source["info"]["training"]["epoch"] == 4
     assert (out / "source.keras").is_file() and (out / "export_onnx.onnx").is_file()
     assert json.loads((out / "preprocess.json").read_text())["size"] == [32, 32]
     second = json.loads(_build(recipe, out).stdout)

@@ -1,4 +1,9 @@
-"""Datasets as uint8 images plus labels, with deterministic stratified splits."""
+"""Datasets as uint8 images plus labels, with deterministic stratified splits.
+
+Labels are indices into `classes`, which is the model's output order once the build has
+reconciled the two; -1 marks an image without a label (a dataset is labelled throughout or
+not at all).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from optimizer.errors import BadInput
 from optimizer.preprocess import Preprocess, apply
 
 SPLITS = ("train", "val", "test")
+UNLABELED = -1
+FROM_RECIPE = "the recipe's dataset.classes"
 
 
 @dataclass
@@ -21,6 +29,10 @@ class Dataset:
     classes: list[str]
     splits: dict[str, np.ndarray]
     digest: str
+    # where the class order came from, for the report and for error messages
+    classes_from: str = "dataset"
+    # the classes are numbers (digits, npz labels), so a model's own names may rename them
+    numbered: bool = False
     _prepared: dict[tuple[str, str, int | None], np.ndarray] = field(
         default_factory=dict, repr=False)
 
@@ -30,6 +42,93 @@ class Dataset:
 
     def labels_of(self, split: str, limit: int | None = None) -> np.ndarray:
         return self.labels[self.indices(split, limit)]
+
+    @property
+    def labeled(self) -> bool:
+        return bool(len(self.labels)) and bool((self.labels >= 0).all())
+
+
+def order_classes(own: list[str], requested: list[str] | None, numbered: bool,
+                  where: str) -> tuple[list[str], np.ndarray]:
+    """(classes in the model's output order, new label of each old one).
+
+    `requested` lists the model's outputs: the dataset's own names in another order (a
+    reorder), or, where the dataset only numbers its classes, new names for 0..K-1.
+    """
+    ident = np.arange(len(own))
+    if requested is None:
+        return list(own), ident
+    if len(set(requested)) != len(requested):
+        dup = sorted({c for c in requested if requested.count(c) > 1})
+        raise BadInput(f"{where}: classes lists {dup} more than once")
+    if set(requested) == set(own):
+        return list(requested), np.asarray([requested.index(c) for c in own])
+    if numbered and not set(requested) & set(own) and len(requested) >= len(own):
+        return list(requested), ident
+    missing = [c for c in own if c not in requested]
+    extra = [c for c in requested if c not in own]
+    raise BadInput(f"{where}: classes must name the dataset's {len(own)} classes in the "
+                   f"model's output order; not listed: {missing or 'none'}; not classes of "
+                   f"the dataset: {extra or 'none'}")
+
+
+def ordered(name: str, images: list[np.ndarray], labels: np.ndarray, own: list[str], cfg,
+            numbered: bool, default_order: str = "dataset") -> Dataset:
+    """A labelled dataset in the order `cfg.classes` asks for; its splits are drawn from the
+    dataset's own numbering, so reordering classes never moves an image between splits."""
+    classes, mapping = order_classes(own, cfg.classes, numbered, "dataset.classes")
+    splits = split_indices(labels, cfg.split.test, cfg.split.val, cfg.split.seed)
+    ds = make(name, images, mapping[labels], classes, cfg.split, splits=splits,
+              classes_from=FROM_RECIPE if cfg.classes else default_order)
+    ds.numbered = numbered and not cfg.classes
+    return ds
+
+
+def _first_difference(ours: list[str], model: list[str]) -> str:
+    for i, (x, y) in enumerate(zip(ours, model, strict=False)):
+        if x != y:
+            return f"output {i} is '{x}' in dataset.classes but '{y}' in the model's labels"
+    return f"dataset.classes names {len(ours)} classes, the model's labels {len(model)}"
+
+
+def reconcile(ds: Dataset, names: list[str], where: str) -> Dataset:
+    """The dataset in the order of the labels the model carries (`where` says whence).
+
+    Classes the recipe lists must be those labels in that order; classes the dataset only
+    implies (sorted folder names, numbers) are reordered by name, or, where they are only
+    numbers, renamed; anything else is an error naming both lists.
+    """
+    if not ds.labeled:
+        if ds.classes and ds.classes != names:
+            raise BadInput(f"dataset.classes and the model's labels ({where}) differ: "
+                           f"{_first_difference(ds.classes, names)}; remove dataset.classes "
+                           "to answer with the model's labels")
+        return relabel(ds, list(names), np.arange(len(names)), f"the model's labels ({where})")
+    if ds.classes == names:
+        return ds
+    if ds.classes_from == FROM_RECIPE:
+        raise BadInput(f"dataset.classes and the model's labels ({where}) differ: "
+                       f"{_first_difference(ds.classes, names)}; list the classes in the "
+                       "model's order, or remove dataset.classes to use it")
+    if set(ds.classes) == set(names) and len(set(names)) == len(names):
+        return relabel(ds, list(names), np.asarray([names.index(c) for c in ds.classes]),
+                       f"the model's labels ({where})")
+    if ds.numbered and len(names) >= len(ds.classes) and not set(names) & set(ds.classes):
+        return relabel(ds, list(names), np.arange(len(ds.classes)),
+                       f"the model's labels ({where}), by label number")
+    missing = [c for c in ds.classes if c not in names]
+    extra = [c for c in names if c not in ds.classes]
+    raise BadInput(f"the dataset's classes ({ds.classes_from}) do not match the model's labels "
+                   f"({where}): not among the labels: {missing[:8] or 'none'}; labels with no "
+                   f"class: {extra[:8] or 'none'}")
+
+
+def relabel(ds: Dataset, classes: list[str], mapping: np.ndarray, source: str) -> Dataset:
+    """The same images with labels renumbered (`mapping[old] = new`) and the same splits."""
+    labels = mapping[ds.labels] if ds.labeled else ds.labels
+    out = make(ds.name, ds.images, labels, classes, None, splits=ds.splits,
+               classes_from=source)
+    return out
 
 
 def split_indices(labels: np.ndarray, test: float, val: float, seed: int) -> dict[str, np.ndarray]:
@@ -48,11 +147,14 @@ def split_indices(labels: np.ndarray, test: float, val: float, seed: int) -> dic
 
 
 def make(
-    name: str, images: list[np.ndarray], labels: np.ndarray, classes: list[str], split_cfg,
-    splits: dict[str, np.ndarray] | None = None,
+    name: str, images: list[np.ndarray], labels: np.ndarray | None, classes: list[str],
+    split_cfg, splits: dict[str, np.ndarray] | None = None, classes_from: str = "dataset",
 ) -> Dataset:
-    """A Dataset with a content digest; splits are stratified from `split_cfg` unless given."""
-    labels = np.asarray(labels, dtype=np.int64)
+    """A Dataset with a content digest; splits are stratified from `split_cfg` unless given
+    (without labels they are a seeded random split). `labels` None: none of the images has
+    one."""
+    labels = (np.full(len(images), UNLABELED, dtype=np.int64) if labels is None
+              else np.asarray(labels, dtype=np.int64))
     h = hashlib.sha256()
     for img in images:
         h.update(str(img.shape).encode())
@@ -60,10 +162,10 @@ def make(
     h.update(labels.tobytes())
     if splits is None:
         splits = split_indices(labels, split_cfg.test, split_cfg.val, split_cfg.seed)
-    h.update(json.dumps({"classes": classes, "split": split_cfg.model_dump()}).encode())
+    h.update(json.dumps({"classes": classes}).encode())
     for s in SPLITS:
         h.update(splits[s].tobytes())
-    return Dataset(name, images, labels, classes, splits, h.hexdigest())
+    return Dataset(name, images, labels, classes, splits, h.hexdigest(), classes_from)
 
 
 def prepared(

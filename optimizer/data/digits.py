@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.data import Dataset, make
+from optimizer.data import Dataset, ordered
+
+CLASSES = [str(c) for c in range(10)]
 
 
 def load(cfg) -> Dataset:
@@ -13,4 +15,5 @@ def load(cfg) -> Dataset:
     d = load_digits()
     # pixel values are 0..16; stretch to 0..255 so preprocessing sees ordinary 8-bit images
     imgs = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    return make("sklearn-digits", list(imgs), d.target, [str(c) for c in range(10)], cfg.split)
+    return ordered("sklearn-digits", list(imgs), d.target.astype(np.int64), CLASSES, cfg,
+                   numbered=True, default_order="digit value")

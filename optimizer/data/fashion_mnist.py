@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer.data import Dataset, make, split_indices
+from optimizer.data import FROM_RECIPE, Dataset, make, order_classes, ordered, split_indices
 from optimizer.errors import BadInput
 
 CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -68,9 +68,11 @@ def load(cfg) -> Dataset:
     images = list(np.concatenate([x_train, x_test]))
     labels = np.concatenate([y_train, y_test])
     if not cfg.canonical_test:
-        return make("fashion-mnist", images, labels, CLASSES, cfg.split)
+        return ordered("fashion-mnist", images, labels, CLASSES, cfg, numbered=False)
     # canonical test set; val is a stratified share of the training images
     inner = split_indices(y_train, test=0.0, val=cfg.split.val, seed=cfg.split.seed)
     test = np.arange(len(y_train), len(labels), dtype=np.int64)
     splits = {"train": inner["train"], "val": inner["val"], "test": test}
-    return make("fashion-mnist", images, labels, CLASSES, cfg.split, splits=splits)
+    classes, mapping = order_classes(CLASSES, cfg.classes, False, "dataset.classes")
+    return make("fashion-mnist", images, mapping[labels], classes, cfg.split, splits=splits,
+                classes_from=FROM_RECIPE if cfg.classes else "dataset")

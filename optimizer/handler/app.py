@@ -45,7 +45,7 @@ def classify(images: list[bytes]) -> list[list[dict]]:
     arrays = []
     for i, data in enumerate(images):
         try:
-            arrays.append(decode(data, pre.get("channels", 3)))
+            arrays.append(decode(data))
         except NotAnImage as exc:
             raise BadRequest(415 if len(images) == 1 else 400, "not_an_image",
                              f"image {i}: {exc}") from None

@@ -1,4 +1,5 @@
-"""MXNet Model Server archives: unpacked safely, then read in either manifest layout.
+"""MXNet Model Server archives: checked, read manifest first, and only the files MMS would
+load are unpacked.
 
 Layouts seen in the wild, all written by AWS's own tools:
 - model-archiver 1.x `.mar`: a zip with `MAR-INF/MANIFEST.json` (`specificationVersion` 1.0,
@@ -9,9 +10,12 @@ Layouts seen in the wild, all written by AWS's own tools:
   `Model` names `Symbol`, `Parameters`, `Signature` and `Service` (MMS 1.x still reads it).
 Both may carry `signature.json` (input name and NCHW shape) and `synset.txt` (labels).
 
-An archive comes from elsewhere, so extraction trusts nothing: no absolute or `..` names,
-no links or devices, no duplicate names, and sizes are counted while bytes are written,
-not read from headers, so a zip bomb stops at the limit.
+An archive comes from elsewhere, so nothing is trusted and nothing is written before the
+whole member list passes: no absolute or `..` names, no links or devices, no duplicate
+names, declared sizes within the limits and no member that claims to inflate more than a
+model file can (a zip bomb is refused from its headers). Then the manifest is read, and
+only the members it names are extracted, with their real bytes counted as they are
+written, so a header that lies stops at the limit too.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -29,9 +34,15 @@ from optimizer.errors import BadInput
 from optimizer.package.archive import safe_name
 
 MAX_MEMBERS = 10_000
-MAX_MEMBER_BYTES = 4 << 30
-MAX_TOTAL_BYTES = 8 << 30
+MAX_MEMBER_BYTES = 2 << 30  # larger than any MXNet image model's params file
+MAX_TOTAL_BYTES = 3 << 30
+# deflate gets about 1.1:1 on float weights and 10-20:1 on symbol JSON; zeros give 1000:1
+MAX_RATIO = 100
+RATIO_FLOOR = 1 << 20  # small members may compress as well as they like
+MAX_SMALL_BYTES = 16 << 20  # manifest, signature, synset
 MANIFEST = "MANIFEST.json"
+SIGNATURE = "signature.json"
+SYNSET = "synset.txt"
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class Limits:
     members: int = MAX_MEMBERS
     member_bytes: int = MAX_MEMBER_BYTES
     total_bytes: int = MAX_TOTAL_BYTES
+    ratio: float = MAX_RATIO
 
 
 @dataclass
@@ -60,43 +72,161 @@ class ArchiveInfo:
     notes: list[str] = field(default_factory=list)
 
 
-def _member(name: str, archive: Path) -> PurePosixPath | None:
-    """The member's relative path (the package zips' rules), None for a folder entry."""
-    rel = safe_name(name, str(archive))
-    return rel if rel.parts else None
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
 
 
-class _Writer:
-    """Streams members to disk, counting real bytes against the limits."""
+class Archive:
+    """A zip, a tar(.gz) or a folder, as a checked list of members that can be read or
+    unpacked one by one."""
 
-    def __init__(self, archive: Path, dest: Path, limits: Limits) -> None:
-        self.archive, self.dest, self.limits = archive, dest, limits
-        self.total = 0
-        self.seen: set[str] = set()
+    def __init__(self, path: Path, limits: Limits = Limits()) -> None:
+        self.path, self.limits = path, limits
+        self.members: dict[str, int] = {}  # relative posix name -> declared size
+        self._lower: set[str] = set()  # names differing only in case collide on some disks
+        if path.is_dir():
+            self.kind = "folder"
+            for p in sorted(path.rglob("*")):
+                if p.is_symlink():
+                    raise BadInput(f"{path}: '{p.relative_to(path)}' is a link; refused")
+                if p.is_file():
+                    self._add(p.relative_to(path).as_posix(), p.stat().st_size, None)
+            return
+        try:
+            if zipfile.is_zipfile(path):
+                self.kind = "zip"
+                with zipfile.ZipFile(path) as z:
+                    for info in z.infolist():
+                        kind = _zip_kind(info)
+                        if kind in ("link", "special file"):
+                            raise BadInput(f"{path}: member '{info.filename}' is a {kind}; "
+                                           "refused")
+                        if kind == "file":
+                            self._add(info.filename, info.file_size, info.compress_size)
+            elif tarfile.is_tarfile(path):
+                self.kind = "tar"
+                with tarfile.open(path) as t:
+                    for member in t:
+                        if member.issym() or member.islnk():
+                            raise BadInput(f"{path}: member '{member.name}' is a link; refused")
+                        if not (member.isfile() or member.isdir()):
+                            raise BadInput(f"{path}: member '{member.name}' is a special "
+                                           "file; refused")
+                        if member.isfile():
+                            self._add(member.name, member.size, None)
+            else:
+                raise BadInput(f"{path}: neither a zip (.mar, .model) nor a tar.gz archive")
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+            raise BadInput(f"{path}: corrupt archive ({exc})") from None
+        total = sum(self.members.values())
+        if total > limits.total_bytes:
+            raise BadInput(f"{path}: declares {_mib(total)} of files, more than the "
+                           f"{_mib(limits.total_bytes)} an archive may unpack to; refused")
+        packed = path.stat().st_size
+        if self.kind == "tar" and total > RATIO_FLOOR and total > limits.ratio * packed:
+            raise BadInput(f"{path}: {_mib(packed)} that unpacks to {_mib(total)} "
+                           f"({total / max(packed, 1):,.0f}:1, more than {limits.ratio:g}:1 "
+                           "for model files): a likely archive bomb; refused")
 
-    def add(self, rel: PurePosixPath, src: IO[bytes]) -> None:
-        key = rel.as_posix().lower()
-        if key in self.seen:
-            raise BadInput(f"{self.archive}: member '{rel}' appears twice; refused")
-        self.seen.add(key)
-        if len(self.seen) > self.limits.members:
-            raise BadInput(f"{self.archive}: more than {self.limits.members} members; refused")
-        out = self.dest.joinpath(*rel.parts)
-        if not out.resolve().is_relative_to(self.dest.resolve()):
-            raise BadInput(f"{self.archive}: member '{rel}' resolves outside the archive; refused")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        written = 0
-        with out.open("wb") as f:
-            while chunk := src.read(1 << 20):
-                written += len(chunk)
-                self.total += len(chunk)
-                if written > self.limits.member_bytes:
-                    raise BadInput(f"{self.archive}: member '{rel}' is larger than "
-                                   f"{self.limits.member_bytes:,} bytes; refused")
-                if self.total > self.limits.total_bytes:
-                    raise BadInput(f"{self.archive}: unpacks to more than "
-                                   f"{self.limits.total_bytes:,} bytes; refused")
-                f.write(chunk)
+    def _add(self, name: str, size: int, packed: int | None) -> None:
+        rel = safe_name(name, str(self.path))
+        if not rel.parts:
+            return
+        key = rel.as_posix()
+        if key.lower() in self._lower:
+            raise BadInput(f"{self.path}: member '{key}' appears twice; refused")
+        if len(self.members) >= self.limits.members:
+            raise BadInput(f"{self.path}: more than {self.limits.members} members; refused")
+        if size > self.limits.member_bytes:
+            raise BadInput(f"{self.path}: member '{key}' declares {_mib(size)}, larger than "
+                           f"{_mib(self.limits.member_bytes)}; refused")
+        if packed is not None and size > RATIO_FLOOR and size > self.limits.ratio * max(packed,
+                                                                                         1):
+            raise BadInput(f"{self.path}: member '{key}' is {_mib(packed)} that inflates to "
+                           f"{_mib(size)} ({size / max(packed, 1):,.0f}:1, more than "
+                           f"{self.limits.ratio:g}:1 for model files): a likely archive bomb; "
+                           "refused")
+        self.members[key] = size
+        self._lower.add(key.lower())
+
+    def has(self, name: str) -> bool:
+        return name in self.members
+
+    def _open(self, name: str, use: Callable[[IO[bytes]], None]) -> None:
+        if self.kind == "folder":
+            with (self.path / name).open("rb") as src:
+                use(src)
+        elif self.kind == "zip":
+            with zipfile.ZipFile(self.path) as z, z.open(name) as src:
+                use(src)
+        else:
+            with tarfile.open(self.path) as t:
+                for member in t:
+                    if member.isfile() and safe_name(member.name, "").as_posix() == name:
+                        src = t.extractfile(member)
+                        assert src is not None
+                        use(src)
+                        return
+
+    def read_bytes(self, name: str, limit: int = MAX_SMALL_BYTES) -> bytes:
+        """A small member (manifest, signature, synset), read with a hard cap."""
+        if self.members[name] > limit:
+            raise BadInput(f"{self.path}: '{name}' declares {_mib(self.members[name])}; at most "
+                           f"{_mib(limit)} expected for it; refused")
+        out = bytearray()
+
+        def take(src: IO[bytes]) -> None:
+            while chunk := src.read(1 << 16):
+                out.extend(chunk)
+                if len(out) > limit:
+                    raise BadInput(f"{self.path}: '{name}' is larger than its header says; "
+                                   "refused")
+
+        try:
+            self._open(name, take)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError) as exc:
+            raise BadInput(f"{self.path}: cannot read '{name}' ({exc})") from None
+        return bytes(out)
+
+    def extract(self, names: list[str], dest: Path) -> None:
+        """Only `names`, streamed with real bytes counted against the limits."""
+        if self.kind == "folder":
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        total = 0
+        try:
+            for name in names:
+                out = dest.joinpath(*PurePosixPath(name).parts)
+                if not out.resolve().is_relative_to(dest.resolve()):
+                    raise BadInput(f"{self.path}: member '{name}' resolves outside the "
+                                   "archive; refused")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                written = 0
+
+                def copy(src: IO[bytes], out: Path = out, name: str = name) -> None:
+                    nonlocal total, written
+                    with out.open("wb") as f:
+                        while chunk := src.read(1 << 20):
+                            written += len(chunk)
+                            total += len(chunk)
+                            if written > max(self.members[name], 1) or (
+                                    total > self.limits.total_bytes):
+                                raise BadInput(f"{self.path}: member '{name}' unpacks to more "
+                                               "than its header declares; refused")
+                            f.write(chunk)
+
+                self._open(name, copy)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError) as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BadInput(f"{self.path}: corrupt archive ({exc})") from None
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def file(self, name: str, dest: Path) -> Path:
+        """Where member `name` is on disk (after extract, or in place for a folder)."""
+        base = self.path if self.kind == "folder" else dest
+        return base.joinpath(*PurePosixPath(name).parts)
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
@@ -107,114 +237,95 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     return "dir" if info.is_dir() else "file"
 
 
-def extract(archive: Path, dest: Path, limits: Limits = Limits()) -> None:
-    """Unpack a zip (.mar/.model) or tar (.tar.gz) into `dest`, which must be empty."""
-    dest.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(archive, dest, limits)
+def _json(data: bytes, where: str) -> dict:
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                for info in z.infolist():
-                    rel = _member(info.filename, archive)
-                    kind = _zip_kind(info)
-                    if kind in ("link", "special file"):
-                        raise BadInput(f"{archive}: member '{info.filename}' is a {kind}; refused")
-                    if rel is None or kind == "dir":
-                        continue
-                    with z.open(info) as src:
-                        writer.add(rel, src)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as t:
-                for member in t:
-                    rel = _member(member.name, archive)
-                    if member.issym() or member.islnk():
-                        raise BadInput(f"{archive}: member '{member.name}' is a link; refused")
-                    if not (member.isfile() or member.isdir()):
-                        raise BadInput(f"{archive}: member '{member.name}' is a special file; "
-                                       "refused")
-                    if rel is None or member.isdir():
-                        continue
-                    src = t.extractfile(member)
-                    assert src is not None
-                    writer.add(rel, src)
-        else:
-            raise BadInput(f"{archive}: neither a zip (.mar, .model) nor a tar.gz archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise BadInput(f"{archive}: corrupt archive ({exc})") from None
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
+        doc = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{where}: not readable JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{where}: expected a JSON object")
+    return doc
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BadInput(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: expected a JSON object")
-    return data
+@dataclass
+class _Plan:
+    """What MMS would load from an archive, as member names (nothing unpacked yet)."""
+
+    root: str  # "" or "<modelName>/" (model-archiver's tgz format)
+    layout: str
+    model_name: str
+    symbol: str
+    params: str
+    handler: str | None
+    signature: str | None
+    synset: str | None
 
 
-def _inside(root: Path, name: str, what: str, where: Path) -> Path:
-    rel = _member(name, where)
-    path = root.joinpath(*rel.parts) if rel else root
-    if not path.is_file():
-        raise BadInput(f"{where}: {what} '{name}' is not in the archive")
-    return path
-
-
-def _model_root(folder: Path, archive: Path) -> tuple[Path, str, dict]:
+def _model_root(arc: Archive) -> tuple[str, str, dict]:
     """The folder holding the model files, the layout's name and its manifest."""
-    for root in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-        for sub, layout in (("MAR-INF", "mar-1.0"), ("MAR_INF", "mar-1.0")):
-            if (root / sub / MANIFEST).is_file():
-                return root, layout, _json(root / sub / MANIFEST)
-        if (root / MANIFEST).is_file():
-            return root, "model-0.x", _json(root / MANIFEST)
-    raise BadInput(f"{archive}: no MAR-INF/MANIFEST.json (model-archiver 1.x) or MANIFEST.json "
+    tops = sorted({n.split("/", 1)[0] + "/" for n in arc.members if "/" in n})
+    for root in ["", *tops]:
+        for sub, layout in (("MAR-INF/", "mar-1.0"), ("MAR_INF/", "mar-1.0"), ("", "model-0.x")):
+            name = f"{root}{sub}{MANIFEST}"
+            if arc.has(name):
+                return root, layout, _json(arc.read_bytes(name), f"{arc.path}: {name}")
+    raise BadInput(f"{arc.path}: no MAR-INF/MANIFEST.json (model-archiver 1.x) or MANIFEST.json "
                    "(MMS 0.x) inside; not an MXNet Model Server archive")
 
 
-def _files(root: Path, manifest: dict, layout: str, archive: Path) -> tuple[str, Path, Path,
-                                                                         str | None, str]:
+def _named(arc: Archive, root: str, name: object, what: str) -> str:
+    rel = safe_name(str(name), str(arc.path)).as_posix() if name else ""
+    if not rel or not arc.has(root + rel):
+        raise BadInput(f"{arc.path}: {what} '{name}' is not in the archive")
+    return root + rel
+
+
+def _plan(arc: Archive) -> _Plan:
+    root, layout, manifest = _model_root(arc)
+
+    def optional(name: str) -> str | None:
+        return root + name if arc.has(root + name) else None
+
     if layout == "model-0.x":
         model = manifest.get("Model")
         if not isinstance(model, dict):
-            raise BadInput(f"{archive}: MANIFEST.json has no 'Model' section")
-        name = str(model.get("Model-Name") or archive.stem)
+            raise BadInput(f"{arc.path}: MANIFEST.json has no 'Model' section")
+        name = str(model.get("Model-Name") or arc.path.stem)
         if model.get("Model-Format") == "Gluon-Imperative" or not model.get("Symbol"):
-            raise BadInput(f"{archive}: model '{name}' is a Gluon imperative model (Python code, "
-                           "no symbol graph); hybridize it and save it with "
+            raise BadInput(f"{arc.path}: model '{name}' is a Gluon imperative model (Python "
+                           "code, no symbol graph); hybridize it and save it with "
                            "HybridBlock.export() to convert it")
-        return (name, _inside(root, model["Symbol"], "symbol file", archive),
-                _inside(root, str(model.get("Parameters")), "parameters file", archive),
-                model.get("Service"), str(model.get("Signature") or "signature.json"))
+        return _Plan(root, layout, name, _named(arc, root, model["Symbol"], "symbol file"),
+                     _named(arc, root, model.get("Parameters"), "parameters file"),
+                     model.get("Service"),
+                     optional(str(model.get("Signature") or SIGNATURE)), optional(SYNSET))
     model = manifest.get("model")
     if not isinstance(model, dict) or not model.get("modelName"):
-        raise BadInput(f"{archive}: MAR-INF/MANIFEST.json has no model.modelName")
+        raise BadInput(f"{arc.path}: MAR-INF/MANIFEST.json has no model.modelName")
     name = str(model["modelName"])
     if model.get("symbolFile") and model.get("parametersFile"):  # migrated 0.x manifests
-        return (name, _inside(root, model["symbolFile"], "symbol file", archive),
-                _inside(root, model["parametersFile"], "parameters file", archive),
-                model.get("handler"), "signature.json")
-    symbol, params = root / f"{name}-symbol.json", root / f"{name}-0000.params"
-    if not (symbol.is_file() and params.is_file()):
-        symbols = sorted(root.glob("*-symbol.json"))
-        param_files = sorted(root.glob("*.params"))
-        if len(symbols) != 1 or len(param_files) != 1:
-            onnx = sorted(p.name for p in root.glob("*.onnx"))
-            hint = f"; it holds ONNX {onnx}: use source kind onnx on that file" if onnx else ""
-            raise BadInput(
-                f"{archive}: expected {name}-symbol.json and {name}-0000.params (MMS's naming), "
-                f"found symbols {[p.name for p in symbols]} and params "
-                f"{[p.name for p in param_files]}{hint}")
-        symbol, params = symbols[0], param_files[0]
-    return name, symbol, params, model.get("handler"), "signature.json"
+        symbol = _named(arc, root, model["symbolFile"], "symbol file")
+        params = _named(arc, root, model["parametersFile"], "parameters file")
+    else:
+        symbol, params = f"{root}{name}-symbol.json", f"{root}{name}-0000.params"
+        if not (arc.has(symbol) and arc.has(params)):
+            here = [n[len(root):] for n in arc.members if n.startswith(root)
+                    and "/" not in n[len(root):]]
+            symbols = sorted(n for n in here if n.endswith("-symbol.json"))
+            param_files = sorted(n for n in here if n.endswith(".params"))
+            if len(symbols) != 1 or len(param_files) != 1:
+                onnx = sorted(n for n in here if n.endswith(".onnx"))
+                hint = f"; it holds ONNX {onnx}: use source kind onnx on that file" if onnx \
+                    else ""
+                raise BadInput(
+                    f"{arc.path}: expected {name}-symbol.json and {name}-0000.params (MMS's "
+                    f"naming), found symbols {symbols} and params {param_files}{hint}")
+            symbol, params = root + symbols[0], root + param_files[0]
+    return _Plan(root, layout, name, symbol, params, model.get("handler"), optional(SIGNATURE),
+                 optional(SYNSET))
 
 
-def _floats(value, what: str, where: Path) -> list[float] | None:
+def _floats(value, what: str, where: str) -> list[float] | None:
     if value is None:
         return None
     values = value if isinstance(value, list) else [value]
@@ -224,36 +335,56 @@ def _floats(value, what: str, where: Path) -> list[float] | None:
         raise BadInput(f"{where}: {what} must be numbers, got {value!r}") from None
 
 
-def read(folder: Path, archive: Path) -> ArchiveInfo:
-    """Interpret an unpacked archive (or a no-archive folder) as MMS would."""
-    root, layout, manifest = _model_root(folder, archive)
-    name, symbol, params, handler, sig_name = _files(root, manifest, layout, archive)
-    info = ArchiveInfo(layout=layout, model_name=name, symbol=symbol, params=params,
-                       handler=handler)
-    sig_path = root / sig_name
-    if sig_path.is_file():
-        sig = _json(sig_path)
-        inputs = sig.get("inputs") or []
-        first = inputs[0] if inputs and isinstance(inputs[0], dict) else {}
-        if len(inputs) > 1:
-            info.notes.append(f"signature lists {len(inputs)} inputs; the first is used")
-        info.input_name = first.get("data_name")
-        shape = first.get("data_shape")
-        if shape is not None:
-            if (not isinstance(shape, list) or len(shape) != 4
-                    or not all(isinstance(d, int) and d >= 0 for d in shape)):
-                raise BadInput(f"{sig_path.relative_to(folder)} in {archive}: data_shape "
-                               f"{shape!r} is not a 4-D NCHW shape")
-            info.input_shape = [1, *shape[1:]]  # MMS writes 0 for the batch
-        info.input_type = sig.get("input_type")
-        for key in ("mean", "std"):
-            setattr(info, key, _floats(first.get(key, sig.get(key)), key, sig_path))
-        scale = first.get("scale", sig.get("scale"))
-        info.scale = _floats(scale, "scale", sig_path)[0] if scale is not None else None
-    else:
+def _labels(arc: Archive, plan: _Plan) -> list[str] | None:
+    if plan.synset is None:
+        return None
+    from optimizer.sources.labels import parse
+
+    text = arc.read_bytes(plan.synset).decode("utf-8", errors="replace")
+    return parse(text, f"{arc.path}: {plan.synset}")
+
+
+def synset(path: Path) -> tuple[list[str], str] | None:
+    """The archive's labels and where they were read, without unpacking anything."""
+    arc = Archive(path)
+    plan = _plan(arc)
+    labels = _labels(arc, plan)
+    return (labels, f"{plan.synset} in {path}") if labels else None
+
+
+def _signature(arc: Archive, plan: _Plan, info: ArchiveInfo) -> None:
+    if plan.signature is None:
         info.notes.append("no signature.json: input name and shape come from the recipe")
-    synset = root / "synset.txt"
-    if synset.is_file():
-        labels = [ln.strip() for ln in synset.read_text(errors="replace").splitlines()]
-        info.labels = [ln for ln in labels if ln]
+        return
+    where = f"{plan.signature} in {arc.path}"
+    sig = _json(arc.read_bytes(plan.signature), where)
+    inputs = sig.get("inputs") or []
+    first = inputs[0] if inputs and isinstance(inputs[0], dict) else {}
+    if len(inputs) > 1:
+        info.notes.append(f"signature lists {len(inputs)} inputs; the first is used")
+    info.input_name = first.get("data_name")
+    shape = first.get("data_shape")
+    if shape is not None:
+        if (not isinstance(shape, list) or len(shape) != 4
+                or not all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise BadInput(f"{where}: data_shape {shape!r} is not a 4-D NCHW shape")
+        info.input_shape = [1, *shape[1:]]  # MMS writes 0 for the batch
+    info.input_type = sig.get("input_type")
+    for key in ("mean", "std"):
+        setattr(info, key, _floats(first.get(key, sig.get(key)), key, where))
+    scale = first.get("scale", sig.get("scale"))
+    info.scale = _floats(scale, "scale", where)[0] if scale is not None else None
+
+
+def unpack(path: Path, dest: Path, limits: Limits = Limits()) -> ArchiveInfo:
+    """Check the archive, read its manifest, and unpack the symbol and params MMS would
+    load into `dest` (a folder is read in place); nothing else is written."""
+    arc = Archive(path, limits)
+    plan = _plan(arc)
+    info = ArchiveInfo(layout=plan.layout, model_name=plan.model_name,
+                       symbol=arc.file(plan.symbol, dest), params=arc.file(plan.params, dest),
+                       handler=plan.handler)
+    _signature(arc, plan, info)
+    info.labels = _labels(arc, plan)
+    arc.extract([plan.symbol, plan.params], dest)
     return info

@@ -71,7 +71,7 @@ def _limits(part: sizes.Part, ref: str) -> list[dict]:
 
 
 def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
-          sample: Sample, work: Path, out: Packages) -> None:
+          samples: list[Sample], work: Path, out: Packages) -> None:
     from optimizer.package.build import check_proof, proof_events
 
     recipe = packager.recipe
@@ -85,12 +85,13 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
     ctx = _context(work / "image-context", deps / "deps", function_dir, dockerfile)
     version = hashlib.sha256((sha256_tree(ctx) + base).encode()).hexdigest()[:12]
     repo = cfg.tag or f"optimizer/{recipe.name}"
-    events = proof_events(sample)
+    events = proof_events(samples, recipe.package.max_images)
     cpus = targets.vcpus(t.memory_mb)
 
     def prove(ref: str) -> dict:
         run = invoke_image(ref, events, t.memory_mb, cpus)
-        return {**check_proof(run["responses"], sample, f"image {ref}"),
+        return {**check_proof(run["responses"], samples, recipe.package.max_images,
+                              f"image {ref}"),
                 "first_response_s": run["first_response_s"], "init_ms": run["init_ms"]}
 
     common = {"template": cfg.template, "base": base, "python": python, "glibc": glibc,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +80,13 @@ def prove(zips: list[Path], plan: ZipPlan, events: list, emulate: Emulator | Non
                          timeout_s=900 if emulate else 300, emulate=emulate, target=target)
 
 
-def sample_event(png: bytes) -> dict:
-    """A Function URL request carrying one image as a binary body."""
-    return {
-        "version": "2.0", "rawPath": "/", "isBase64Encoded": True,
-        "headers": {"content-type": "image/png"},
-        "requestContext": {"http": {"method": "POST", "path": "/"}},
-        "body": base64.b64encode(png).decode(),
-    }
+def sample_event(pngs: list[bytes]) -> dict:
+    """A Function URL request: one image as a binary body, several as a JSON body."""
+    event = {"version": "2.0", "rawPath": "/",
+             "requestContext": {"http": {"method": "POST", "path": "/"}}}
+    if len(pngs) == 1:
+        return {**event, "isBase64Encoded": True, "headers": {"content-type": "image/png"},
+                "body": base64.b64encode(pngs[0]).decode()}
+    body = json.dumps({"images": [base64.b64encode(p).decode() for p in pngs]})
+    return {**event, "isBase64Encoded": False,
+            "headers": {"content-type": "application/json"}, "body": body}

@@ -6,14 +6,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from optimizer.package.sizes import MIB
 from optimizer.report import packages, runtimes
 
 
+def wide_console(stderr: bool = False) -> Console:
+    """Rich sizes tables to the terminal, and to 80 columns when piped or logged, which cuts
+    names and prices mid-word; a log is read later, so give it room."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
 def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     table = Table(title=f"{r['recipe']['name']}: {r['target']['threads']} thread(s), "
                   f"{r['target']['memory_mb']} MB, {r['host']['model']}")
     longest = max(len(a["name"]) for a in r["artifacts"]) + 2
@@ -26,20 +36,21 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
         lat = v["latency"]
         name = a["name"] + (" *" if a["name"] == r["ship"] else "")
         gates = "ok" if a["passed"] else ", ".join(g["gate"] for g in a["gates"] if not g["passed"])
-        table.add_row(name, f"{v['size_bytes'] / 1e6:.2f}", f"{v['accuracy']:.2f}",
+        acc = "no labels" if v["accuracy"] is None else f"{v['accuracy']:.2f}"
+        table.add_row(escape(name), f"{v['size_bytes'] / 1e6:.2f}", acc,
                       f"{v['agreement']:.2f}", f"{lat['p50_ms']:.3f}", f"{lat['p95_ms']:.3f}",
-                      f"{lat['load_ms']:.1f}", gates)
+                      f"{lat['load_ms']:.1f}", escape(gates))
     console.print(table)
     if r.get("packages"):
         pkg = r["packages"][0]
-        pt = Table(title=f"packages of {pkg['model']} ({pkg['model_runtime']})")
+        pt = Table(title=escape(f"packages of {pkg['model']} ({pkg['model_runtime']})"))
         for col in packages.COLUMNS:
             pt.add_column(col, justify="right" if "MiB" in col else "left")
         for row in packages.rows(r, compact=True):
-            pt.add_row(*row)
+            pt.add_row(*map(escape, row))
         console.print(pt)
     for note in r.get("package_notes", []):
-        console.print(f"[yellow]note[/]: {note}")
+        console.print(f"[yellow]note[/]: {escape(note)}")
     cache = r["cache"]
     if cache["all_cached"]:
         console.print(f"everything came from the cache ({cache['hits']} entries) in "
@@ -47,17 +58,17 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
     else:
         console.print(f"cache: {cache['hits']} reused, {cache['misses']} built; {r['seconds']} s")
     for line in runtimes.console_lines(r["runtimes"]) if r.get("runtimes") else []:
-        console.print(line)
+        console.print(escape(line))
     if r["ship"]:
         which = "smallest" if r.get("prefer") == "size" else "fastest"
-        console.print(f"ship: {out_dir / r['ship_file']} with {r.get('ship_runtime')}  "
-                      f"(* {which} within the gates)")
+        console.print(escape(f"ship: {out_dir / r['ship_file']} with {r.get('ship_runtime')}  "
+                             f"(* {which} within the gates)"))
     if ts := r.get("teacher_student"):
-        console.print(
+        console.print(escape(
             f"student {ts['student']['name']}: {ts['accuracy_delta']:+.2f} points against the "
             f"teacher, {ts.get('speedup_vs_teacher_onnx', ts['speedup_vs_teacher'])}x faster, "
             f"{ts.get('smaller_vs_teacher_onnx', ts['smaller_vs_teacher'])}x smaller "
-            f"(teacher as {'ONNX' if 'teacher_onnx' in ts else 'trained'})")
+            f"(teacher as {'ONNX' if 'teacher_onnx' in ts else 'trained'})"))
     if par := (r.get("migration") or {}).get("conversion"):
         p = par["parity"]
         console.print(f"MXNet -> ONNX: max |diff| {p['max_abs_diff']:.3g} over {p['samples']} "
@@ -66,13 +77,13 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
         if below := b["lambda_cheaper_below_images_per_hour"]:
             console.print(f"{b['setup']}: ${b['usd_per_million_images']} per 1M images at "
                           f"full load; Lambda is cheaper below {below:,} images/h")
-    console.print(f"report: {out_dir / 'report.md'}")
+    console.print(escape(f"report: {out_dir / 'report.md'}"))
 
 
 def print_targets(console: Console | None = None) -> None:
     from optimizer import targets as t
 
-    console = console or Console()
+    console = console or wide_console()
     tt = Table(title=f"Lambda targets ({t.TARGETS_VERSION})")
     for col in ("target", "arch", "ISA", "emulate as", "$/GB-s", "note"):
         tt.add_column(col)
@@ -120,40 +131,40 @@ def print_targets(console: Console | None = None) -> None:
 
 def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
     """`optimizer check-size`: each limit, then the largest files or layers of each part."""
-    console = console or Console()
+    console = console or wide_console()
     lt = Table(title=f"Lambda limits ({doc['limits_version']})")
     for col in ("", "what", "size", "limit", "used"):
         lt.add_column(col, justify="right" if col in ("size", "limit", "used") else "left")
     for x in doc["limits"]:
         counted = x["what"] == "layers"
         unit, div = ("KiB", 1024) if x["limit"] < MIB else ("MiB", MIB)
-        lt.add_row("[green]ok[/]" if x["ok"] else "[red]OVER[/]", x["what"],
+        lt.add_row("[green]ok[/]" if x["ok"] else "[red]OVER[/]", escape(x["what"]),
                    str(x["size"]) if counted else f"{x['size'] / div:,.2f} {unit}",
                    str(x["limit"]) if counted else f"{x['limit'] / div:,.2f} {unit}",
                    f"{x['size'] / x['limit']:.0%}")
     console.print(lt)
     for part in doc["parts"]:
         what = "layers" if part["kind"] in ("image", "image-tarball") else "files"
-        pt = Table(title=f"{part['ref']} ({part['kind']}, {part['files']} {what}): "
-                   f"{len(part['largest'])} largest")
+        pt = Table(title=escape(f"{part['ref']} ({part['kind']}, {part['files']} {what}): "
+                                f"{len(part['largest'])} largest"))
         pt.add_column(what[:-1])
         pt.add_column("MiB", justify="right")
         for name, size in part["largest"]:
-            pt.add_row(name, f"{size / MIB:,.3f}")
+            pt.add_row(escape(name), f"{size / MIB:,.3f}")
         console.print(pt)
     if "elf" in doc:
         e = doc["elf"]
         console.print(f"shared objects: {e['files_checked']} checked for {e['arch']} and "
                       f"glibc {e['glibc']}")
     for problem in doc["problems"]:
-        console.print(f"[red]problem[/]: {problem}")
+        console.print(f"[red]problem[/]: {escape(problem)}")
     console.print("[green]fits[/]" if doc["ok"] else "[red]does not fit[/]")
 
 
 def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
-    t = Table(title=f"{doc['package']} ({doc['kind']}): {doc['invocations']} warm "
-              f"invocations per size, {doc['host'].get('model', '')}")
+    console = console or wide_console()
+    t = Table(title=escape(f"{doc['package']} ({doc['kind']}): {doc['invocations']} warm "
+                           f"invocations per size, {doc['host'].get('model', '')}"))
     for col in ("MB", "vCPU", "init ms", "1st ms", "mean ms", "p50 ms", "p95 ms", "RSS MB",
                 "$ / 1M", "err"):
         t.add_column(col, justify="right", no_wrap=True)
@@ -169,7 +180,7 @@ def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"caps: {doc['rows'][0]['cap_method'] if doc['rows'] else '-'}")
     for r in doc["rows"]:
         for note in dict.fromkeys(r["notes"] + r["errors"]):
-            console.print(f"{r['memory_mb']} MB: {note}")
+            console.print(escape(f"{r['memory_mb']} MB: {note}"))
     if c := doc.get("concurrency"):
         console.print(f"concurrency {c['instances']} at {c['memory_mb']} MB: "
                       f"{c['throughput_rps']} req/s, {c['errors']} errors, {c['cold_starts']} "

@@ -60,6 +60,45 @@ def _students(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}%"
+
+
+def _classes(r: dict[str, Any]) -> list[str]:
+    """The source check, then source and shipped artifact class by class, in output order."""
+    lines = ["", "## Classes", ""]
+    ds, check = r["dataset"], r.get("source_check") or {}
+    lines.append(f"{len(r['classes'])} classes in the model's output order, taken from "
+                 f"{ds.get('classes_from', 'the dataset')}.")
+    if check.get("verdict") == "ok":
+        lines.append(f"The source scores {check['accuracy']:.2f}% on the test split (chance "
+                     f"{check['chance']:.2f}%, best class order {check['best_order_accuracy']:.2f}"
+                     "%): the classes are in the model's order.")
+    elif check.get("verdict") == "no labels":
+        lines.append("No labels: nothing checks that the source itself is right; artifacts are "
+                     "judged by agreement with it.")
+        if check.get("warning"):
+            lines.append(f"**Warning:** {check['warning']}.")
+    pc = r.get("per_class")
+    if pc:
+        what = "accuracy" if pc["basis"] == "accuracy" else "agreement"
+        lines += ["", f"| # | class | test images | source {what} | {pc['artifact']} {what} "
+                  "| drop |", "|---:|---|---:|---:|---:|---:|"]
+        for row in pc["rows"]:
+            drop = "-" if row["drop"] is None else f"{row['drop']:+.2f}"
+            lines.append(f"| {row['index']} | {row['class']} | {row['n']} | "
+                         f"{_pct(row['source'])} | {_pct(row['ship'])} | {drop} |")
+        if pc.get("worst_class") is not None:
+            lines += ["", f"Largest per-class drop: {pc['max_class_drop']:.2f} points "
+                      f"('{pc['worst_class']}')."]
+        if pc["basis"] != "accuracy":
+            lines += ["", "Classes are the source's answers; 'test images' counts the images "
+                      "the source put in each."]
+    if r.get("confusion"):
+        lines += ["", f"![confusion matrix of {r['confusion']['artifact']}](confusion.svg)"]
+    return lines
+
+
 def _ort_format(r: dict[str, Any]) -> list[str]:
     rows = [(a["name"], a["validation"]["ort_format"]) for a in r["artifacts"]
             if "ort_format" in a["validation"]]
@@ -88,8 +127,9 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## Artifacts",
         "",
-        "| artifact | step | size | accuracy | drop | agreement | p50 ms | p95 ms | vs source "
-        "| load ms | est. $/1M | gates |",
+        "| artifact | step | size | accuracy | "
+        + ("drop" if r["artifacts"][0]["validation"]["accuracy"] is not None else "mean KL")
+        + " | agreement | p50 ms | p95 ms | vs source | load ms | est. $/1M | gates |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     src_acc = r["artifacts"][0]["validation"]["accuracy"]
@@ -100,9 +140,11 @@ def render(r: dict[str, Any]) -> str:
             f"{g['gate']} {'ok' if g['passed'] else 'FAIL'}" for g in a["gates"]
         ) or "-"
         mark = " **(ship)**" if a["name"] == r["ship"] else ""
+        acc, drop = ("no labels", f"{v.get('mean_kl', 0):.2g}") if src_acc is None else (
+            f"{v['accuracy']:.2f}%", f"{src_acc - v['accuracy']:+.2f}")
         lines.append(
-            f"| {a['name']}{mark} | {a['step']} | {_mb(v['size_bytes'])} | {v['accuracy']:.2f}% "
-            f"| {src_acc - v['accuracy']:+.2f} | {v['agreement']:.2f}% | {lat['p50_ms']:.3f} "
+            f"| {a['name']}{mark} | {a['step']} | {_mb(v['size_bytes'])} | {acc} "
+            f"| {drop} | {v['agreement']:.2f}% | {lat['p50_ms']:.3f} "
             f"| {lat['p95_ms']:.3f} | {lat['p50_ms'] / src_p50:.3f}x | {lat['load_ms']:.1f} "
             f"| {a['estimate']['cost_per_million_usd']:.4f} | {gates} |"
         )
@@ -111,12 +153,17 @@ def render(r: dict[str, Any]) -> str:
         *(f"- {a['name']}: {g['gate']}: {g['why']}" for a in r["artifacts"] for g in a["gates"]
           if "why" in g),
         "",
-        f"Accuracy is top-1 on {r['artifacts'][0]['validation']['samples']} test images; drop "
-        "is in points against the source; agreement is top-1 agreement with the source.",
+        (f"Accuracy is top-1 on {r['artifacts'][0]['validation']['samples']} test images; drop "
+         "is in points against the source; agreement is top-1 agreement with the source."
+         if src_acc is not None else
+         f"No labels: every artifact is judged by its answers on "
+         f"{r['artifacts'][0]['validation']['samples']} test images against the source's "
+         "(top-1 agreement, and the mean KL divergence of its probabilities from the source's)."),
         f"Latency is batch 1 over {r['artifacts'][0]['validation']['latency']['runs']} runs "
         f"after {r['artifacts'][0]['validation']['latency']['warmup']} warm-up runs, with "
         f"{t['threads']} intra-op thread(s) for {t['memory_mb']} MB ({t['vcpus']} vCPU). "
         "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied.",
+        *_classes(r),
         *_students(r),
         *(migration.markdown(r["migration"]) if r.get("migration") else []),
         *_ort_format(r),

@@ -11,7 +11,7 @@ import html
 import math
 from typing import Any
 
-from optimizer.report.students import front, student_of
+from optimizer.report.students import front, quality, student_of
 
 W, H, PAD = 560, 360, 56
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -25,7 +25,7 @@ def _panel(rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], cost: str
         v = r["validation"]
         return v["latency"]["p50_ms"] if cost == "latency" else v["size_bytes"] / 1e6
 
-    pts = [(value(r), r["validation"]["accuracy"], r) for r in rows]
+    pts = [(value(r), quality(r), r) for r in rows]
     lx = [math.log10(max(p[0], 1e-6)) for p in pts]
     xlo, xhi = min(lx) - 0.1, max(lx) + 0.1
     ylo = min(p[1] for p in pts)

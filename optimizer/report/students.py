@@ -21,6 +21,12 @@ def _size(row: dict[str, Any]) -> int:
     return row["validation"]["size_bytes"]
 
 
+def quality(row: dict[str, Any]) -> float:
+    """Accuracy, or without labels agreement with the source: what trades against cost."""
+    v = row["validation"]
+    return v["accuracy"] if v.get("accuracy") is not None else v["agreement"]
+
+
 def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in rows}
 
@@ -45,10 +51,9 @@ def front(rows: list[dict[str, Any]], cost: str) -> list[str]:
     deployable = [r for r in rows if r["candidate"]]
     out = []
     for r in deployable:
-        acc, c = r["validation"]["accuracy"], key(r)
+        acc, c = quality(r), key(r)
         dominated = any(
-            o["validation"]["accuracy"] >= acc and key(o) <= c
-            and (o["validation"]["accuracy"] > acc or key(o) < c)
+            quality(o) >= acc and key(o) <= c and (quality(o) > acc or key(o) < c)
             for o in deployable)
         if not dominated:
             out.append(r["name"])
@@ -76,10 +81,10 @@ def candidates(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, Any]]:
             "best_val_accuracy": training.get("best_val"),
             "stopped_early": training.get("stopped_early"),
             "resumed_from": training.get("resumed_from"),
-            "student_accuracy": student["validation"]["accuracy"],
+            "student_accuracy": quality(student),
             "best_artifact": pick["name"] if pick else None,
             "best_passed": bool(pick and pick["passed"]),
-            "accuracy": pick["validation"]["accuracy"] if pick else None,
+            "accuracy": quality(pick) if pick else None,
             "p50_ms": _p50(pick) if pick else None,
             "size_bytes": _size(pick) if pick else None,
         })
@@ -112,12 +117,11 @@ def teacher_student(rows: list[dict[str, Any]], ship: str | None) -> dict[str, A
         return None if r is None else r["info"]["params"]
 
     def side(r: dict[str, Any]) -> dict[str, Any]:
-        return {"name": r["name"], "kind": r["kind"], "accuracy": r["validation"]["accuracy"],
+        return {"name": r["name"], "kind": r["kind"], "accuracy": quality(r),
                 "p50_ms": _p50(r), "size_bytes": _size(r), "params": params(r)}
 
     out: dict[str, Any] = {"teacher": side(teacher), "student": side(shipped),
-                           "accuracy_delta": round(shipped["validation"]["accuracy"]
-                                                   - teacher["validation"]["accuracy"], 3)}
+                           "accuracy_delta": round(quality(shipped) - quality(teacher), 3)}
     against = {"teacher": teacher}
     if teacher_onnx is not None:
         out["teacher_onnx"] = side(teacher_onnx)

@@ -7,6 +7,7 @@ network normalises them itself, so the deployed preprocessing is only a resize.
 
 from __future__ import annotations
 
+from optimizer.errors import BadInput
 from optimizer.model import FILE_NAMES, ModelRef
 from optimizer.preprocess import Preprocess
 
@@ -15,6 +16,9 @@ def load(cfg, dataset, ctx) -> ModelRef:
     from optimizer.data import prepared
     from optimizer.train import loop
 
+    if not dataset.labeled:
+        raise BadInput(f"source kind architecture trains {cfg.architecture} on the dataset's "
+                       "labels, and this dataset has none; use a trained model as the source")
     pre = Preprocess(size=(cfg.input_size, cfg.input_size), channels=cfg.channels)
     data = loop.data_for(dataset, pre, prepared(dataset, "train", pre),
                          dataset.labels_of("train"))

@@ -11,6 +11,6 @@ def load(cfg, dataset, ctx=None) -> ModelRef:
     net = load_keras(cfg.path)
     shape = tuple(net.inputs[0].shape) if net.inputs else ()
     pre = preprocess_from_shape(cfg.preprocess, shape, str(cfg.path))
-    check_classes(net.outputs[0].shape[-1], len(dataset.classes), str(cfg.path))
-    return ModelRef(kind="keras", path=cfg.path, preprocess=pre, classes=dataset.classes,
+    classes = check_classes(net.outputs[0].shape[-1], dataset.classes, str(cfg.path))
+    return ModelRef(kind="keras", path=cfg.path, preprocess=pre, classes=classes,
                     info={"params": int(net.count_params())})

@@ -48,11 +48,7 @@ def load(cfg, dataset, ctx) -> ModelRef:
     info: mar.ArchiveInfo | None = None
     unpacked = ctx.out_dir / "_unpacked"
     if cfg.kind == "mms-archive":
-        if cfg.path.is_dir():
-            unpacked = cfg.path
-        else:
-            mar.extract(cfg.path, unpacked)
-        info = mar.read(unpacked, cfg.path)
+        info = mar.unpack(cfg.path, unpacked)
         symbol, params = info.symbol, info.params
         log(f"MMS archive {cfg.path.name}: layout {info.layout}, model '{info.model_name}', "
             f"handler {info.handler}")
@@ -61,8 +57,7 @@ def load(cfg, dataset, ctx) -> ModelRef:
     try:
         return _convert(cfg, dataset, ctx, symbol, params, info, prepared, log)
     finally:
-        if unpacked.parent == ctx.out_dir:
-            shutil.rmtree(unpacked, ignore_errors=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
 
 
 def _convert(cfg, dataset, ctx, symbol: Path, params: Path, info, prepared, log) -> ModelRef:
@@ -77,20 +72,17 @@ def _convert(cfg, dataset, ctx, symbol: Path, params: Path, info, prepared, log)
     n_out = graph.output_shape[-1] if len(graph.output_shape) == 2 else None
     if n_out is None:
         raise BadInput(f"{where}: output shape {graph.output_shape}; expected (batch, classes)")
-    check_classes(n_out, len(dataset.classes), where)
-    classes = dataset.classes
-    if info and info.labels:
-        if len(info.labels) != n_out:
-            raise BadInput(f"{where}: synset.txt has {len(info.labels)} labels for {n_out} "
-                           "outputs")
-        classes = info.labels
+    if info and info.labels and len(info.labels) != n_out:
+        raise BadInput(f"{where}: synset.txt has {len(info.labels)} labels for {n_out} outputs")
+    # the dataset is in the synset's order by now (or in the recipe's labels file's)
+    classes = check_classes(n_out, dataset.classes, where)
     pre = _preprocess(cfg, shape, info)
     out = ctx.out_dir / FILE_NAMES["onnx"]
     log(f"converting {symbol.name} ({graph.params:,} params, ops: {', '.join(graph.ops)}) to "
         "ONNX in the MXNet environment")
     exported = convert.export(symbol, params, graph, out, log)
     x = prepared(dataset, "test", pre, cfg.parity.samples)
-    labels = dataset.labels_of("test", cfg.parity.samples)
+    labels = dataset.labels_of("test", cfg.parity.samples) if dataset.labeled else None
     result = convert.parity(symbol, params, graph, out, x, labels, log)
     log(f"parity on {result['samples']} test images: max |diff| {result['max_abs_diff']:.3g}, "
         f"top-1 agreement {result['top1_agreement']:.4f}")

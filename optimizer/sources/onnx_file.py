@@ -57,8 +57,8 @@ def load(cfg, dataset, ctx=None) -> ModelRef:
         raise BadInput(f"{path}: expected one image input, found {[i.name for i in inputs]}")
     pre = preprocess_from_shape(cfg.preprocess, _dims(inputs[0]), str(path))
     out_dims = _dims(model.graph.output[0])
-    check_classes(out_dims[-1] if out_dims else None, len(dataset.classes), str(path))
-    ref = ModelRef(kind="onnx", path=path, preprocess=pre, classes=dataset.classes,
+    classes = check_classes(out_dims[-1] if out_dims else None, dataset.classes, str(path))
+    ref = ModelRef(kind="onnx", path=path, preprocess=pre, classes=classes,
                    info={"opset": max((o.version for o in model.opset_import
                                        if o.domain in ("", "ai.onnx")), default=None),
                          "external_data": [str(f.relative_to(path.parent.resolve()))

@@ -37,7 +37,15 @@ def preprocess_from_shape(
     return Preprocess.model_validate(data)
 
 
-def check_classes(n_out, n_classes: int, where: str) -> None:
-    if isinstance(n_out, int) and n_out != n_classes:
-        raise BadInput(f"{where}: model has {n_out} outputs but the dataset has {n_classes} "
+def check_classes(n_out, classes: list[str], where: str) -> list[str]:
+    """The model's class names: the dataset's (in the model's order by now), or, for images
+    without labels and no names anywhere, the output numbers."""
+    if not classes:
+        if not isinstance(n_out, int):
+            raise BadInput(f"{where}: the model's number of outputs is unknown and nothing "
+                           "names them; set dataset.classes")
+        return [str(i) for i in range(n_out)]
+    if isinstance(n_out, int) and n_out != len(classes):
+        raise BadInput(f"{where}: model has {n_out} outputs but the dataset has {len(classes)} "
                        "classes")
+    return list(classes)

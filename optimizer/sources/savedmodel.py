@@ -10,7 +10,7 @@ from optimizer.sources.tf_models import load_savedmodel
 def load(cfg, dataset, ctx=None) -> ModelRef:
     _, sig, _, out_name, in_spec = load_savedmodel(cfg.path, cfg.signature)
     pre = preprocess_from_shape(cfg.preprocess, tuple(in_spec.shape), str(cfg.path))
-    check_classes(sig.structured_outputs[out_name].shape[-1], len(dataset.classes),
-                  str(cfg.path))
-    return ModelRef(kind="savedmodel", path=cfg.path, preprocess=pre, classes=dataset.classes,
+    classes = check_classes(sig.structured_outputs[out_name].shape[-1], dataset.classes,
+                            str(cfg.path))
+    return ModelRef(kind="savedmodel", path=cfg.path, preprocess=pre, classes=classes,
                     info={"signature": cfg.signature})

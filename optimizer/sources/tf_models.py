@@ -19,6 +19,13 @@ def load_keras(path: Path):
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "safe_mode" in msg or "Lambda" in msg:
+            # Keras suggests safe_mode=False, which would run code from the file: not offered
+            raise BadInput(
+                f"{path}: the model holds a Lambda layer (Python code stored in the file), "
+                "which optimizer does not run. Replace it with built-in layers or a "
+                "registered custom layer and save again, or export the model to SavedModel "
+                "or ONNX and use source kind savedmodel or onnx") from None
         raise BadInput(f"{path}: cannot load Keras model (safe mode): {msg}") from None
 
 

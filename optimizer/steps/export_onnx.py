@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -33,19 +35,155 @@ def _tf_callable(model: ModelRef):
     return tf.function(fn, input_signature=spec), spec
 
 
-def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef:
+# Keras marks some helpers (grouped convolutions in ConvNeXt) jit-only and never-inline;
+# tf2onnx cannot see into a call it may not inline
+_NO_INLINE = ("_noinline", "_XlaMustCompile")
+
+
+def _erfc_as_erf(node, tf) -> list:
+    """Erfc (exact GELU in Keras 3) has no tf2onnx rule; 1 - Erf(x) is the same function."""
+    from tensorflow.core.framework import node_def_pb2
+
+    erf = node_def_pb2.NodeDef(name=f"{node.name}/erf", op="Erf", input=list(node.input))
+    erf.attr["T"].CopyFrom(node.attr["T"])
+    one = node_def_pb2.NodeDef(name=f"{node.name}/one", op="Const")
+    one.attr["dtype"].CopyFrom(node.attr["T"])
+    one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+        1.0, dtype=tf.dtypes.as_dtype(node.attr["T"].type)))
+    sub = node_def_pb2.NodeDef(name=node.name, op="Sub", input=[one.name, erf.name])
+    sub.attr["T"].CopyFrom(node.attr["T"])
+    return [erf, one, sub]
+
+
+REWRITES = {"Erfc": _erfc_as_erf}
+
+
+def frozen_graph(fn) -> tuple[Any, list[str], list[str], dict[str, int]]:
+    """(GraphDef with weights and captured constants folded in, input and output tensor
+    names, rewrites applied). Freezing here rather than in tf2onnx keeps constants a layer
+    captured by value (EfficientNet's Normalization) from becoming graph inputs."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(),
+                                               lower_control_flow=False,
+                                               aggressive_inlining=True)
+    graph = frozen.graph.as_graph_def(add_shapes=True)
+    applied: dict[str, int] = {}
+    for f in graph.library.function:
+        if any(key in f.attr for key in _NO_INLINE):
+            applied["never-inline function inlined"] = applied.get(
+                "never-inline function inlined", 0) + 1
+        for key in _NO_INLINE:
+            if key in f.attr:
+                del f.attr[key]
+    nodes = []
+    for node in graph.node:
+        for key in _NO_INLINE:
+            if key in node.attr:
+                del node.attr[key]
+        if node.op in REWRITES:
+            applied[node.op] = applied.get(node.op, 0) + 1
+            nodes += REWRITES[node.op](node, tf)
+        else:
+            nodes.append(node)
+    for f in graph.library.function:
+        body = []
+        for node in f.node_def:
+            body += REWRITES[node.op](node, tf) if node.op in REWRITES else [node]
+        del f.node_def[:]
+        f.node_def.extend(body)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inputs = [f"{n.name}:0" for n in graph.node if n.op == "Placeholder"]
+    return graph, inputs, [t.name for t in frozen.outputs], applied
+
+
+class _Warnings(logging.Handler):
+    """tf2onnx logs, rather than raises, the passes it could not apply and the ops it could
+    not map; both belong in the step's record, and the second is fatal."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0][:300])
+
+
+def _layer(node_name: str) -> str:
+    """The Keras layer a TensorFlow node belongs to (`model_1/layer_name_1/op`)."""
+    parts = node_name.split("/")
+    name = parts[1] if len(parts) > 2 else parts[0]
+    return re.sub(r"_\d+$", "", name)
+
+
+def _unconverted(proto) -> dict[str, list[str]]:
+    """Ops left in the ONNX graph that no ONNX (or contrib) schema defines: op -> layers."""
+    import onnx
+
+    out: dict[str, list[str]] = {}
+    for node in proto.graph.node:
+        if not onnx.defs.has(node.op_type, node.domain or ""):
+            layers = out.setdefault(node.op_type, [])
+            if (layer := _layer(node.name)) not in layers:
+                layers.append(layer)
+    return out
+
+
+def convert(fn, opset: int, step: str) -> tuple[Any, dict[str, Any]]:
+    """The ONNX proto and what the converter did (rewrites, passes it could not apply)."""
     import tf2onnx
 
+    try:
+        graph, inputs, outputs, applied = frozen_graph(fn)
+    except Exception as exc:
+        raise StepFailed(step, f"TensorFlow could not freeze the model's graph: "
+                         f"{_first_line(exc)}") from None
+    if len(inputs) != 1:
+        raise StepFailed(step, f"the frozen graph takes {len(inputs)} inputs ({inputs}); "
+                         "expected one image tensor")
+    warnings = _Warnings()
+    logger = logging.getLogger("tf2onnx")
+    logger.addHandler(warnings)
+    try:
+        proto, _ = tf2onnx.convert.from_graph_def(
+            graph, input_names=inputs, output_names=outputs, opset=opset,
+            tensors_to_rename={inputs[0]: INPUT_NAME})
+    except Exception as exc:  # tf2onnx raises bare Exceptions naming the op it cannot map
+        raise StepFailed(step, f"tf2onnx could not convert: {_first_line(exc)}") from None
+    finally:
+        logger.removeHandler(warnings)
+    if missing := _unconverted(proto):
+        shown = "; ".join(f"{op} (in layer {', '.join(layers[:3])}"
+                          f"{', ...' if len(layers) > 3 else ''})"
+                          for op, layers in missing.items())
+        raise StepFailed(step, f"tf2onnx has no ONNX rule for TensorFlow op {shown}; replace "
+                         "that layer with built-in ones, or export the model to ONNX yourself "
+                         "and use source kind onnx")
+    return proto, {"rewrites": applied,
+                   "converter_warnings": list(dict.fromkeys(warnings.messages))}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else type(exc).__name__
+
+
+def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef:
     from optimizer.data import prepared
 
-    fn, spec = _tf_callable(model)
-    try:
-        proto, _ = tf2onnx.convert.from_function(
-            fn, input_signature=spec, opset=config.opset, output_path=None
-        )
-    except Exception as exc:  # tf2onnx raises bare Exceptions naming the op it cannot map
-        raise StepFailed(config.name or config.step, f"tf2onnx could not convert: {exc}") from exc
+    name = config.name or config.step
+    fn, _ = _tf_callable(model)
+    proto, record = convert(fn, config.opset, name)
+    for warning in record["converter_warnings"]:
+        ctx.progress.log(f"[yellow]note[/] {name}: tf2onnx: {warning} (the graph is correct "
+                         "but may be less optimised; recorded in the report)")
     canonical_names(proto)
+    labels = proto.metadata_props.add()
+    labels.key, labels.value = "labels", json.dumps(model.classes)
     out_path = ctx.out_dir / FILE_NAMES["onnx"]
     out_path.write_bytes(proto.SerializeToString())
 
@@ -53,13 +191,17 @@ def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef
     expected = np.asarray(fn(x)).astype(np.float32)
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    try:
+        sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    except Exception as exc:
+        raise StepFailed(name, f"ONNX Runtime cannot run the exported model: "
+                         f"{_first_line(exc)}") from None
     diff = float(np.max(np.abs(got - expected)))
     agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
     if not diff <= config.atol:
         raise StepFailed(
-            config.name or config.step,
+            name,
             f"ONNX output differs from the source by {diff:.3g} (> atol {config.atol}) on "
             f"{len(x)} test inputs; top-1 agreement {agree:.1%}",
         )
@@ -74,6 +216,7 @@ def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef
             "parity_top1_agreement": agree,
             "parity_samples": len(x),
             "nodes": len(proto.graph.node),
+            **{k: v for k, v in record.items() if v},
         },
     )
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from optimizer.errors import StepFailed
 from optimizer.model import FILE_NAMES, ModelRef, file_digests
 from optimizer.preprocess import Preprocess, apply
 from optimizer.recipe_paths import ExistingDir
@@ -134,11 +135,15 @@ def prepare(teacher: ModelRef, cfg: DistillConfig, ctx: StepContext) -> None:
 def run(teacher: ModelRef, cfg: StudentStepConfig, ctx: StepContext) -> ModelRef:
     from optimizer.data import prepared
     from optimizer.train import loop
+    from optimizer.validate.accuracy import predict
 
     spec = cfg.student
     assert spec is not None, "the pipeline runs one student per variant"
     name = cfg.name or cfg.step
     ds = ctx.dataset
+    if not ds.labeled and not isinstance(cfg, DistillConfig):
+        raise StepFailed(name, "swap trains on labels and this dataset has none; distill "
+                         "learns from the teacher's answers instead")
     pre = student_preprocess(teacher.preprocess, spec.input_size)
     x = prepared(ds, "train", pre)
     y = ds.labels_of("train")
@@ -158,6 +163,9 @@ def run(teacher: ModelRef, cfg: StudentStepConfig, ctx: StepContext) -> ModelRef
         x, labels = x[keep], labels[keep]
         objective = loop.Objective()
     data = loop.data_for(ds, pre, x, labels, soft)
+    if not ds.labeled and data.val_x is not None:
+        # no labels to stop on: the teacher's answers on the validation images stand in
+        data.val_y = predict(teacher, prepared(ds, "val", teacher.preprocess)).argmax(axis=1)
     out = ctx.out_dir / FILE_NAMES["keras"]
     model, result = loop.train(spec, pre, len(teacher.classes), data, cfg.train, objective,
                                ctx, name, out)

@@ -18,19 +18,37 @@ def _gate(name: str, value: float, limit: float, ok: bool, unit: str) -> dict[st
 
 def check(art: Artifact, source: Artifact, recipe: Recipe,
           target: str | None = None) -> list[dict[str, Any]]:
-    """`target`: judge target-dependent gates (fp16) for it instead of the recipe's."""
+    """`target`: judge target-dependent gates (fp16) for it instead of the recipe's.
+
+    With labels the budget is accuracy against the source's; without, agreement with the
+    source's answers and the distance between the probabilities.
+    """
     g = recipe.gates
     v = art.validation
+    labeled = source.validation.get("accuracy") is not None
     out = []
     if not v.get("finite", True):
         out.append({"gate": "finite_outputs", "value": 0, "limit": 1, "unit": "",
                     "passed": False, "by": 1})
-    drop = source.validation["accuracy"] - v["accuracy"]
-    out.append(_gate("max_accuracy_drop", drop, g.max_accuracy_drop,
-                     drop <= g.max_accuracy_drop, "points"))
-    if g.min_accuracy is not None:
-        out.append(_gate("min_accuracy", v["accuracy"], g.min_accuracy,
-                         v["accuracy"] >= g.min_accuracy, "%"))
+    if labeled:
+        drop = source.validation["accuracy"] - v["accuracy"]
+        out.append(_gate("max_accuracy_drop", drop, g.max_accuracy_drop,
+                         drop <= g.max_accuracy_drop, "points"))
+        if g.min_accuracy is not None:
+            out.append(_gate("min_accuracy", v["accuracy"], g.min_accuracy,
+                             v["accuracy"] >= g.min_accuracy, "%"))
+    min_agreement = g.min_agreement if g.min_agreement is not None or labeled else \
+        targets.UNLABELED_GATES["min_agreement"]
+    max_kl = g.max_mean_kl if g.max_mean_kl is not None or labeled else \
+        targets.UNLABELED_GATES["max_mean_kl"]
+    if min_agreement is not None and art is not source:
+        out.append(_gate("min_agreement", v["agreement"], min_agreement,
+                         v["agreement"] >= min_agreement, "%"))
+    if max_kl is not None and art is not source:
+        out.append(_gate("max_mean_kl", v["mean_kl"], max_kl, v["mean_kl"] <= max_kl, "nats"))
+    if g.max_class_drop is not None and "max_class_drop" in v:
+        out.append(_gate("max_class_drop", v["max_class_drop"], g.max_class_drop,
+                         v["max_class_drop"] <= g.max_class_drop, "points"))
     if g.max_latency_ms is not None:
         p50 = v["latency"]["p50_ms"]
         out.append(_gate("max_latency_ms", p50, g.max_latency_ms, p50 <= g.max_latency_ms, "ms"))
