@@ -84,6 +84,13 @@ def build(
     prefer: Annotated[str | None, typer.Option(
         help="ship the fastest ('speed') or the smallest ('size') artifact that passes "
         "[default: the recipe's validate.prefer]")] = None,
+    require_proof: Annotated[bool, typer.Option(
+        "--require-proof", help="exit 1 when a package could not be proved on the target's "
+        "CPU (no qemu-user or debootstrap here) [default: the recipe's "
+        "validate.require_proof]")] = False,
+    retry: Annotated[bool, typer.Option(
+        "--retry", help="ask again what failed before and was remembered (a wheel the "
+        "package index did not have)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a recipe end to end and write its artifacts and report."""
@@ -99,7 +106,8 @@ def build(
         parsed = load_recipe(recipe)
         progress = Progress()
         result = do_build(parsed, recipe, out, Cache(cache_dir or default_root()), progress,
-                          force=force, prefer=prefer)
+                          force=force, prefer=prefer, require_proof=require_proof,
+                          retry=retry)
         r = result.report
 
         def text() -> None:
@@ -110,7 +118,7 @@ def build(
         _emit(as_json, {"ok": r["passed"], "exit_code": result.exit_code,
                         "out_dir": str(result.out_dir), **r}, text)
         if not r["passed"]:
-            typer.echo(f"error: gate failed: {r['failure']}", err=True)
+            typer.echo(f"error: {'' if r['ship'] else 'gate failed: '}{r['failure']}", err=True)
         return EXIT_OK if r["passed"] else EXIT_GATE
 
     _guard(as_json, run)
@@ -123,9 +131,14 @@ def check(recipes: Annotated[list[Path], typer.Argument(
     """Validate recipes without running them; every problem of every file is listed."""
 
     def one(recipe: Path) -> dict[str, Any]:
+        from optimizer.package.image import preflight
         from optimizer.recipe import load_recipe
 
         parsed = load_recipe(recipe)
+        try:
+            preflight(parsed)
+        except BadInput as exc:
+            raise BadInput(f"{recipe}: package.image: {exc}") from None
         return {"ok": True, "recipe": str(recipe), "name": parsed.name,
                 "steps": [s.name for s in parsed.steps],
                 "resolved": parsed.model_dump(mode="json", by_alias=True),
@@ -259,13 +272,21 @@ def base_image(
 ) -> None:
     """Build a local Debian + python3 base image (for machines that cannot pull one)."""
 
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
+
     def run() -> int:
+        from optimizer.errors import PackageFailed
         from optimizer.package import baseimage
 
-        ref = baseimage.ensure_lambda_like(tag, suite) if lambda_like else \
-            baseimage.ensure(tag, suite)
-        if save is not None:
-            baseimage.save(ref, save)
+        try:
+            ref = baseimage.ensure_lambda_like(tag, suite, log) if lambda_like else \
+                baseimage.ensure(tag, suite, log=log)
+            if save is not None:
+                log(f"saving {ref} to {save}")
+                baseimage.save(ref, save)
+        except PackageFailed as exc:  # not a build step here: no "step 'package'" prefix
+            raise BadInput(exc.detail) from None
         _emit(as_json, {"ok": True, "image": ref, "tarball": str(save) if save else None},
               lambda: typer.echo(f"{ref}" + (f" (saved to {save})" if save else "")))
         return EXIT_OK
@@ -351,6 +372,8 @@ def invoke(
                 session.close()
         doc = {"ok": report.status == "ok", **report.as_dict(), "report": report.line(),
                "cap_method": cap}
+        if report.status != "ok" and (hint := dep.hint(str(report.error))):
+            doc["hint"] = hint
 
         def text() -> None:
             out = report.response if report.status == "ok" else {"error": report.error}
@@ -358,6 +381,8 @@ def invoke(
             typer.echo(report.line())
             if report.note:
                 typer.echo(f"note: {report.note}")
+            if doc.get("hint"):
+                typer.echo(f"hint: {doc['hint']}")
             typer.echo(f"caps: {cap}")
 
         _emit(as_json, doc, text)

@@ -43,7 +43,7 @@ class StepFailed(BadInput):
     """A step could not transform this model (unsupported op, parity check failed...)."""
 
     def __init__(self, step: str, message: str) -> None:
-        self.step = step
+        self.step, self.detail = step, message
         super().__init__(f"step '{step}': {message}")
 
 

@@ -22,13 +22,15 @@ import numpy as np
 from optimizer import __version__, hostinfo, targets
 from optimizer.cache import Cache, code_digest, make_key, versions
 from optimizer.data import Dataset, load_dataset, prepared, reconcile, relabel
-from optimizer.errors import GateFailed
+from optimizer.errors import BadInput, GateFailed, OptimizerError
 from optimizer.model import ModelRef, file_digests, sha256_file, size_bytes
 from optimizer.outdir import artifact_file, check_replaceable, publish, published, recover
 from optimizer.package.build import Packager, Packages
+from optimizer.package.image import preflight as image_preflight
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
 from optimizer.report import migration, students
+from optimizer.report import packages as report_packages
 from optimizer.runtime_compare import RuntimeComparison
 from optimizer.sources import SOURCES
 from optimizer.sources import labels as source_labels
@@ -86,32 +88,70 @@ class BuildResult:
 
 class Builder:
     def __init__(self, recipe: Recipe, recipe_file: Path, cache: Cache, progress: Progress,
-                 force: bool = False, prefer: str | None = None) -> None:
+                 force: bool = False, prefer: str | None = None,
+                 require_proof: bool = False, retry: bool = False) -> None:
         self.recipe, self.recipe_file = recipe, recipe_file
         self.cache, self.progress, self.force = cache, progress, force
         self.prefer = prefer or recipe.gates.prefer
+        self.require_proof = require_proof or recipe.gates.require_proof
+        self.retry = retry  # ask again what failed before (a wheel the index lacked)
         self._count = threading.Lock()  # candidates may finish on several threads
-        self.hits = self.misses = 0
+        # hits: reused from earlier builds; misses: ran now; shared: made earlier in this
+        # build and used again (one dependency entry for the comparison and the package)
+        self.hits = self.misses = self.shared = 0
+        self._made: set[str] = set()
         # test-split scores per (artifact, second runtime or None)
         self.scores: dict[tuple[str, str | None], np.ndarray] = {}
         self.source_check: dict[str, Any] = {}
+        self.carried: str | None = None  # where the model's own labels were read
 
     # --- producing models -------------------------------------------------------------
 
-    def cached_dir(self, key: str, label: str,
-                   produce: Callable[[Path], Any]) -> tuple[Path, bool]:
-        """(entry, reused): made by `produce(tmp)` unless it exists; counted and logged."""
+    def _tally(self, key: str, hit: bool) -> bool:
+        """Count one use of `key`; True when it was made earlier in this build."""
+        with self._count:
+            if not hit:
+                self.misses += 1
+                self._made.add(key)
+                return False
+            if key in self._made:
+                self.shared += 1
+                return True
+            self.hits += 1
+            return False
+
+    def ran(self, label: str) -> None:
+        """Work that has no cache entry of its own (a Docker build): it ran, so it counts."""
+        self._tally(f"ran:{label}:{time.monotonic_ns()}", False)
+        self.progress.log(f"[cyan]run[/]    {label}")
+
+    def cached_dir(self, key: str, label: str, produce: Callable[[Path], Any],
+                   remember_failure: bool = False) -> tuple[Path, bool]:
+        """(entry, reused): made by `produce(tmp)` unless it exists; counted and logged.
+        `remember_failure`: a look-up that failed (no wheel for the target) is stored and
+        raised again on the next build instead of asking the index again (--retry asks)."""
+        failed = f"{key}-failed"
+        if remember_failure and not (self.force or self.retry):
+            if (known := self.cache.get_json(failed)) is not None:
+                self._tally(failed, True)
+                self.progress.log(f"[green]cached[/] {label}: failed before (--retry asks "
+                                  "again)")
+                raise BadInput(known["error"])
+
         def run(tmp: Path) -> None:
             self.progress.log(f"[cyan]run[/]    {label}")
             produce(tmp)
 
-        path, hit = self.cache.ensure_dir(key, run, {"label": label}, self.force)
-        with self._count:
-            if hit:
-                self.hits += 1
-            else:
-                self.misses += 1
-        if hit:
+        try:
+            path, hit = self.cache.ensure_dir(key, run, {"label": label}, self.force)
+        except OptimizerError as exc:
+            self._tally(key, False)  # it ran, and failed
+            if remember_failure:
+                self.cache.put_json(failed, {"error": str(exc), "label": label})
+            raise
+        if self._tally(key, hit):
+            self.progress.log(f"[green]reused[/] {label} (made earlier in this build)")
+        elif hit:
             self.progress.log(f"[green]cached[/] {label}")
         return path, hit
 
@@ -238,11 +278,7 @@ class Builder:
     def measured(self, key: str, what: str, compute: Callable[[], Any]) -> Any:
         """A cached measurement: reused unless --force, else taken, logged and stored."""
         hit = None if self.force else self.cache.get_json(key)
-        with self._count:
-            if hit is None:
-                self.misses += 1
-            else:
-                self.hits += 1
+        self._tally(key, hit is not None)
         if hit is None:
             self.progress.log(f"[cyan]measure[/] {what}")
             hit = compute()
@@ -295,7 +331,8 @@ class Builder:
         labels = dataset.labels_of("test", self.recipe.gates.test_samples)
         record = source_check.check(labels, np.asarray(v["top1"]), dataset.classes,
                                     v["accuracy"], self.recipe.gates.min_source_accuracy,
-                                    dataset.classes_from, source.step == "architecture")
+                                    dataset.classes_from, source.step == "architecture",
+                                    self.carried)
         self.progress.log(f"source: {v['accuracy']:.2f}% on {len(labels)} test images "
                           f"(chance {record['chance']:.2f}%); classes in the model's order")
         return record
@@ -380,6 +417,7 @@ class Builder:
         dataset = load_dataset(self.recipe.dataset)
         if carried := source_labels.of_source(self.recipe.source):
             dataset = reconcile(dataset, *carried)
+            self.carried = carried[1]
         self.progress.log(
             f"dataset {dataset.name}: {len(dataset.labels)} images"
             + (f", {len(dataset.classes)} classes" if dataset.classes else "")
@@ -396,6 +434,7 @@ class Builder:
         t0 = time.perf_counter()
         recover(out_dir)  # a killed build's staging folders; its predecessor put back
         check_replaceable(out_dir)  # fail before an hour of work, not after
+        image_preflight(self.recipe)  # and a missing base image likewise
         if swept := self.cache.sweep_orphans():
             self.progress.log(f"cache: removed {swept} temporary folder(s) of killed builds")
         dataset = self.dataset()
@@ -440,8 +479,14 @@ class Builder:
             # after the sweep: the cost comparison prefers its measured rows
             if mig := migration.section(report, self.recipe.gates.baselines):
                 report["migration"] = mig
+            report["proof_gaps"] = report_packages.proof_gaps(report)
+            report["require_proof"] = self.require_proof
+            if self.require_proof and report["proof_gaps"] and report["passed"]:
+                report["passed"] = False
+                report["failure"] = ("a proof was required (validate.require_proof or "
+                                     "--require-proof) but " + "; ".join(report["proof_gaps"]))
             publish(out_dir, artifacts, report, self.recipe, packages.files)
-        exit_code = 0 if ship else GateFailed.exit_code
+        exit_code = 0 if report["passed"] else GateFailed.exit_code
         return BuildResult(report=report, out_dir=out_dir, exit_code=exit_code)
 
     def package(self, artifacts: list[Artifact], ship: Artifact | None, dataset: Dataset,
@@ -459,8 +504,8 @@ class Builder:
                                          deployable_only=False))
             engine = None
         reference = artifacts[0].validation["top1"]
-        return Packager(self.recipe, self.cached_dir, self.progress).run(art, dataset, work,
-                                                                         reference, engine)
+        packager = Packager(self.recipe, self.cached_dir, self.progress, self.ran)
+        return packager.run(art, dataset, work, reference, engine)
 
     def _confusion(self, dataset: Dataset, source: Artifact,
                    ship: Artifact | None) -> dict[str, Any] | None:
@@ -529,7 +574,7 @@ class Builder:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(seconds, 2),
             "cache": {"root": str(self.cache.root), "hits": self.hits, "misses": self.misses,
-                      "all_cached": self.misses == 0},
+                      "shared": self.shared, "all_cached": self.misses == 0},
             "host": {**hostinfo.cpu(), "versus_target": hostinfo.versus_target(t.name)},
             "target": {"name": t.name, "runtime": t.runtime, "memory_mb": t.memory_mb,
                        "vcpus": round(share, 3), "threads": t.threads,
@@ -572,6 +617,8 @@ def per_class_section(classes: list[str], source: Artifact, ship: Artifact) -> d
 
 
 def build(recipe: Recipe, recipe_file: Path, out_dir: Path | None, cache: Cache,
-          progress: Progress, force: bool = False, prefer: str | None = None) -> BuildResult:
+          progress: Progress, force: bool = False, prefer: str | None = None,
+          require_proof: bool = False, retry: bool = False) -> BuildResult:
     out = out_dir or Path("artifacts") / recipe.name
-    return Builder(recipe, recipe_file, cache, progress, force, prefer).run(out)
+    return Builder(recipe, recipe_file, cache, progress, force, prefer, require_proof,
+                   retry).run(out)

@@ -346,6 +346,10 @@ class Gates(Strict):
         default="speed", description="among artifacts that pass: the fastest (p50) or the "
         "smallest; `optimizer build --prefer` overrides")
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    require_proof: bool = Field(
+        default=False, description="fail the build (exit 1) when a package could not be run "
+        "on the target's CPU or a compared target could not be timed (qemu-user or "
+        "debootstrap missing); `optimizer build --require-proof` sets it too")
     baselines: list[str] = Field(
         default_factory=list, description="server setups to compare cost with, from "
         f"`optimizer targets` ({', '.join(targets.BASELINES)})")

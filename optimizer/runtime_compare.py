@@ -40,7 +40,8 @@ class RuntimeComparison:
         assert self.recipe.runtimes is not None
         self.cfg = self.recipe.runtimes
         self.arts = {a.name: a for a in artifacts}
-        self.packager = Packager(self.recipe, builder.cached_dir, builder.progress)
+        self.packager = Packager(self.recipe, builder.cached_dir, builder.progress,
+                                 builder.ran)
         pkg = self.recipe.package
         # the package type the winner must fit: a zip when the recipe makes one (or none)
         self.layers: int | None = (pkg.zip.layers if pkg.zip else 1 if pkg.image is None
@@ -70,7 +71,7 @@ class RuntimeComparison:
             out["targets"][target] = {
                 "isa": targets.TARGETS[target].isa, "timing": how, "rows": rows,
                 "best_per_runtime": best, "winner": winner}
-            self.builder.progress.log(report_runtimes.winner_line(target, winner))
+            self.builder.progress.log(report_runtimes.winner_line(target, winner, how))
         return out
 
     # --- per pairing ----------------------------------------------------------------
@@ -96,7 +97,9 @@ class RuntimeComparison:
         row: dict[str, Any] = {
             "key": p.key, "artifact": p.artifact, "runtime": p.runtime, "kind": art.model.kind,
             "accuracy": v.get("accuracy"), "passed": not failed, "failed_gates": failed,
-            "model_bytes": size_bytes(art.model.path)}
+            "model_bytes": size_bytes(art.model.path),
+            # this host's time: what ranks pairings on a target nothing could time
+            "host_p50_ms": v.get("latency", {}).get("p50_ms")}
         deps, reason = self._dependencies(p.runtime, target)
         if deps is None:
             return {**row, "available": False, "reason": reason}
@@ -105,8 +108,11 @@ class RuntimeComparison:
                     "but is not installed in the build's environment, so nothing was measured"}
         size = deps["bytes"] + row["model_bytes"] + self.handler_bytes
         # the model barely deflates; the handler is a few kB
-        why = runtimes.fits(size, self.layers, deps["unzipped"], deps["zipped"],
-                            row["model_bytes"] + self.handler_bytes)
+        why = deps.get("note") or runtimes.fits(size, self.layers, deps["unzipped"],
+                                                deps["zipped"],
+                                                row["model_bytes"] + self.handler_bytes)
+        if deps.get("lower_bound"):
+            row["package_bytes_lower_bound"] = True
         row.update(available=True, package_bytes=size, dependency_bytes=deps["bytes"],
                    requirements=deps["requirements"], fits=not why, fit_note=why)
         if native:
@@ -125,6 +131,8 @@ class RuntimeComparison:
         if memo not in self._deps:
             if t.arch not in rt.arches:
                 self._deps[memo] = (None, f"{runtime} is built for {', '.join(rt.arches)} only")
+            elif (too_big := self._over_zip(runtime, python, t.arch, lam.glibc)) is not None:
+                self._deps[memo] = too_big
             else:
                 try:
                     entry = self.packager.dependencies(runtime, python, t.arch, lam.glibc)
@@ -138,6 +146,27 @@ class RuntimeComparison:
                     self._deps[memo] = (None, "no wheels for Python "
                                         f"{python} {t.arch}: {runtimes.first_line(exc)}")
         return self._deps[memo]  # type: ignore[return-value]
+
+    def _over_zip(self, runtime: str, python: str, arch: str,
+                  glibc: str) -> tuple[dict | None, str] | None:
+        """For a zip: (lower-bound entry, "") when the runtime's wheels alone, compressed, are
+        over the unzipped limit, so it is ruled out without downloading them; else None."""
+        if self.layers is None:
+            return None
+        try:
+            sizes = self.packager.wheel_sizes(runtime, python, arch, glibc)
+        except OptimizerError as exc:
+            return None, f"no wheels for Python {python} {arch}: {runtimes.first_line(exc)}"
+        total = sum(sizes.values())
+        if total <= targets.LIMITS.unzipped_bytes:
+            return None
+        biggest = max(sizes, key=lambda d: sizes[d])
+        return {"bytes": total, "path": None, "lower_bound": True,
+                "requirements": sorted(sizes), "unzipped": sizes, "zipped": sizes,
+                "note": f"its wheels alone are {total / 2**20:,.0f} MiB compressed ({biggest} "
+                        f"{sizes[biggest] / 2**20:,.0f} MiB), more than Lambda's "
+                        f"{targets.LIMITS.unzipped_bytes / 2**20:,.0f} MiB unzipped for a "
+                        "function and its layers; not downloaded"}, ""
 
     # --- a target this host cannot run --------------------------------------------
 

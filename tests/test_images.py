@@ -78,6 +78,10 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
     label = json.loads(run["response"]["body"])["predictions"][0]["top"][0]["label"]
     assert label == image["proof"]["expected"] and run["init_ms"] > 0
     assert "Max Memory Used" in run["report"] and "--memory 1769m" in run["cap_method"]
+    # the build's folder is enough: it runs that build's image with its sample event
+    folder = runner.invoke(app, ["invoke", str(tmp_path / "out1"), "--json"])
+    assert folder.exit_code == 0, folder.output
+    assert json.loads(folder.stdout)["response"]["statusCode"] == 200
 
     for target in (str(tmp_path / "out1/package/image.tar"), f"docker://{image['ref']}"):
         checked = runner.invoke(app, ["check-size", target, "--json", "--target", "x86_64"])
@@ -105,10 +109,15 @@ def test_tensorflow_runtime_is_refused_as_zip_and_built_as_image(tmp_path, tiny_
 def test_a_base_image_the_engine_lacks_is_a_clear_error(tmp_path, tiny_keras):
     pkg = IMAGE.replace("local/debian-python:3.11", "local/no-such-base:1")
     recipe = package_recipe(tmp_path, tiny_keras, pkg, name="nobase")
+    checked = runner.invoke(app, ["check", str(recipe)])
+    assert checked.exit_code == 2 and "optimizer base-image" in checked.output
     result = build(recipe, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 2
     assert "base image local/no-such-base:1 is not in the local Docker Engine" in result.output
     assert not (tmp_path / "out").exists()
+    # found before any step: nothing was exported, nothing measured, nothing cached
+    assert "run " not in result.stderr and "measure" not in result.stderr
+    assert not list((tmp_path / "cache").glob("objects/*/*"))
 
 
 def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, base_image):

@@ -272,6 +272,23 @@ def test_invoke_runs_the_built_zip_and_prints_a_report_line(zip_build):
     assert text.exit_code == 0 and "REPORT RequestId" in text.output
 
 
+def test_invoke_function_zip_brings_its_layers_and_sample(zip_build, tmp_path):
+    """Naming package/function.zip runs it with the layers and sample event beside it; a
+    function.zip copied away from its layers fails to import, and the output says why."""
+    root, _, _ = zip_build
+    fn = root / "out" / "package" / "function.zip"
+    ok = runner.invoke(app, ["invoke", str(fn), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["response"]["statusCode"] == 200
+    alone = tmp_path / "function.zip"
+    shutil.copyfile(fn, alone)
+    event = root / "out" / "package" / "sample-event.json"
+    bad = runner.invoke(app, ["invoke", str(alone), "--event", str(event)])
+    assert bad.exit_code == 1
+    assert "No module named" in bad.output and "hint: the zip was run without layers" in \
+        bad.output
+
+
 def test_tune_over_five_sizes_writes_json_and_plot(zip_build, tmp_path):
     root, _, _ = zip_build
     result = runner.invoke(app, [

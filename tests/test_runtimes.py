@@ -69,7 +69,7 @@ def test_the_comparison_times_every_runtime_per_target_and_ships_the_winner(
         package:
           zip: {layers: 1}
         runtimes:
-          candidates: [onnxruntime, litert, openvino, intel-tensorflow]
+          candidates: [onnxruntime, litert, openvino, tensorflow, intel-tensorflow]
           targets: [arm64]
           emulated_runs: 5
         """))
@@ -79,7 +79,15 @@ def test_the_comparison_times_every_runtime_per_target_and_ships_the_winner(
     section = report["runtimes"]
     x86, arm = section["targets"]["x86_64"], section["targets"]["arm64"]
     assert {r["runtime"] for r in x86["best_per_runtime"]} == {
-        "onnxruntime", "litert", "openvino", "intel-tensorflow"}
+        "onnxruntime", "litert", "openvino", "tensorflow", "intel-tensorflow"}
+    # TensorFlow cannot fit a zip: ruled out from its wheels' sizes, never downloaded
+    for t in (x86, arm):
+        tf = next(r for r in t["best_per_runtime"] if r["runtime"] == "tensorflow")
+        assert not tf["fits"] and "not downloaded" in tf["fit_note"], tf
+        assert tf["package_bytes"] > 250 * 2**20 and tf["package_bytes_lower_bound"]
+    labels = [json.loads(e.read_text())["meta"].get("label", "")
+              for e in cache_env.glob("objects/*/*/entry.json")]
+    assert not any(lb.startswith("dependencies tensorflow") for lb in labels), labels
     # the winner is the fastest row that passed, fits and was timed, and it is what shipped
     ok = [r for r in x86["rows"] if r.get("passed") and r.get("fits") and r.get("p50_ms")]
     assert x86["winner"]["p50_ms"] == min(r["p50_ms"] for r in ok)

@@ -128,3 +128,35 @@ def test_every_step_kind_is_registered_once():
     for kind, spec in STEPS.items():
         assert spec.config.model_fields["step"].default == kind
         assert spec.modules and all(Path(m).is_file() for m in spec.modules)
+
+
+def test_quantize_upgrades_an_old_opset_so_the_result_loads(env, tmp_path):
+    """Models from older converters (PaddleOCR's classifier is opset 11) quantized per
+    channel used to give a DequantizeLinear with `axis` that nothing could load."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from optimizer.preprocess import Preprocess
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "b")
+    fc = numpy_helper.from_array(rng.normal(0, 0.3, (8, 10)).astype(np.float32), "fc")
+    graph = helper.make_graph([
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=1)], "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], [w, b, fc])
+    path = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)],
+                                ir_version=7), str(path))
+    old = ModelRef("onnx", path, Preprocess(size=(16, 16), layout="NCHW", scale=1 / 255),
+                   [str(i) for i in range(10)])
+    q = _run(env, "quantize", old, calibration_samples=32)
+    assert "opset upgraded from 11 to 13 for per-channel QDQ" in q.info["why"]
+    x = prepared(env[1], "test", old.preprocess)[:16]
+    got, want = run_batch(session(q.path), x), run_batch(session(path), x)
+    assert np.abs(got - want).max() < 0.05

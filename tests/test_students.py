@@ -257,7 +257,9 @@ def test_candidates_build_measure_and_choose(tmp_path, tiny_keras, cache_env):
     if "@" in doc["ship"]:
         assert doc["teacher_student"]["student"]["name"] == doc["ship"]
     svg = (out / "pareto.svg").read_text()
-    assert svg.count("<circle") >= len(deployable) and "accuracy vs size" in svg
+    # drawn by matplotlib: titled panels, a legend naming each student, the ring's entry
+    assert "accuracy against size" in svg and "accuracy against latency" in svg
+    assert all(f"student@{v}" in svg for v in variants) and "shipped" in svg
     md = (out / "report.md").read_text()
     assert "## Candidates" in md and "pareto.svg" in md
     assert (out / "student@MobileNetV3Small-a0.35-r32.keras").is_file()

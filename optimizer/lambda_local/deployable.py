@@ -31,17 +31,46 @@ class Deployable:
     runtime: str | None
     sample_event: Path | None
     make: Callable[[int, float, float], object]  # (memory MB, cpus, timeout s) -> Instance
+    layers: int = 0
+
+    def hint(self, error: str) -> str | None:
+        """What to try when the function cannot import what it needs."""
+        if self.kind == "zip" and "No module named" in error and not self.layers:
+            return ("the zip was run without layers, and its dependencies are in them: pass "
+                    "the folder holding function.zip and layer-N.zip, or function.zip itself "
+                    "with its layers beside it")
+        return None
 
 
 def _zips(path: Path) -> tuple[list[Path], Path | None]:
+    """The function zip, its layers in order, and the sample event beside them. A build's
+    function.zip named on its own brings its layers: without them nothing imports."""
     folder = path / "package" if (path / "package" / "function.zip").is_file() else path
-    if path.is_dir():
-        fn = folder / "function.zip"
-        if not fn.is_file():
+    if path.is_file():
+        folder = path.parent
+        layers = sorted(folder.glob("layer-*.zip")) if path.name == "function.zip" else []
+    else:
+        if not (folder / "function.zip").is_file():
             raise BadInput(f"{path}: no function.zip (nor package/function.zip) here")
-        sample = folder / "sample-event.json"
-        return [fn, *sorted(folder.glob("layer-*.zip"))], sample if sample.is_file() else None
-    return [path], None
+        path, layers = folder / "function.zip", sorted(folder.glob("layer-*.zip"))
+    sample = folder / "sample-event.json"
+    return [path, *layers], sample if sample.is_file() else None
+
+
+def built_image(folder: Path) -> str | None:
+    """The image an image build published (docker://REF, or its image.tar), if any."""
+    report = folder / "report.json"
+    if not report.is_file() or (folder / "package" / "function.zip").is_file():
+        return None
+    try:
+        records = json.loads(report.read_text()).get("packages", [])
+    except (OSError, ValueError):
+        return None
+    for rec in records:
+        if rec.get("kind") == "image" and rec.get("ref"):
+            return f"docker://{rec['ref']}"
+    tarball = folder / "package" / "image.tar"
+    return str(tarball) if tarball.is_file() else None
 
 
 def _runtime_client(python: str, arch: str, glibc: str) -> Path:
@@ -78,10 +107,10 @@ def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -
     def make(memory_mb: int, cpus: float, timeout_s: float) -> ProcessInstance:
         return ProcessInstance(python, task, opt, client, handler, memory_mb, cpus, timeout_s)
 
-    return Deployable("zip", str(path), arch, runtime, sample, make)
+    return Deployable("zip", str(path), arch, runtime, sample, make, layers=len(zips) - 1)
 
 
-def open_image(ref: str) -> Deployable:
+def open_image(ref: str, sample: Path | None = None) -> Deployable:
     path = Path(ref)
     if path.is_file() and tarfile.is_tarfile(path):
         from optimizer.package.baseimage import engine
@@ -102,7 +131,8 @@ def open_image(ref: str) -> Deployable:
     except ImageNotFound:
         raise BadInput(f"{ref}: no such file, folder, or image in the local Docker Engine")\
             from None
-    sample = path.parent / "sample-event.json" if path.is_file() else None
+    if sample is None and path.is_file():
+        sample = path.parent / "sample-event.json"
 
     def make(memory_mb: int, cpus: float, timeout_s: float) -> ContainerInstance:
         return ContainerInstance(ref, memory_mb, cpus, timeout_s)
@@ -116,6 +146,9 @@ def open_deployable(target: str, work: Path, runtime: str | None = None,
     path = Path(target)
     if target.startswith("docker://") or (path.is_file() and path.suffix == ".tar"):
         return open_image(target)
+    if path.is_dir() and (image := built_image(path)):
+        sample = path / "package" / "sample-event.json"
+        return open_image(image, sample if sample.is_file() else None)
     if path.exists():
         return open_zip(path, work, runtime, handler)
     return open_image(target)

@@ -48,13 +48,14 @@ def has_image(client, ref: str) -> bool:
 
 
 def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
-           mirror: str = DEFAULT_MIRROR) -> str:
+           mirror: str = DEFAULT_MIRROR, log=lambda message: None) -> str:
     """Build the base image unless the engine already has the tag; returns the tag."""
     if suite not in SUITE_PYTHON:
         raise BadInput(f"unknown suite '{suite}'; choose one of {sorted(SUITE_PYTHON)}")
     tag = tag or default_tag(suite)
     client = engine()
     if has_image(client, tag):
+        log(f"{tag} is already in the Docker Engine")
         return tag
     if shutil.which("debootstrap") is None:
         raise PackageFailed("debootstrap is not installed (apt-get install debootstrap)")
@@ -62,6 +63,7 @@ def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
         raise PackageFailed("debootstrap needs root to build a base image")
     with tempfile.TemporaryDirectory(prefix="optimizer-rootfs-") as tmp:
         root = Path(tmp) / "root"
+        log(f"debootstrap {suite} (minbase + python3) from {mirror}: about a minute")
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", "--include=python3", suite, str(root), mirror],
             capture_output=True, text=True)
@@ -73,6 +75,7 @@ def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tar), "."],
                        check=True)
         repo, _, version = tag.rpartition(":")
+        log(f"docker import as {tag} ({tar.stat().st_size / 2**20:,.0f} MiB)")
         with tar.open("rb") as f:
             client.api.import_image(src=f, repository=repo, tag=version,
                                     changes=['CMD ["python3"]'])
@@ -106,17 +109,20 @@ ENTRYPOINT ["/lambda-entrypoint.sh"]
 """
 
 
-def ensure_lambda_like(tag: str | None = None, suite: str = DEFAULT_SUITE) -> str:
+def ensure_lambda_like(tag: str | None = None, suite: str = DEFAULT_SUITE,
+                       log=lambda message: None) -> str:
     """A local stand-in with the AWS Lambda base image's contract (entry point, task root,
     runtime client), so the default lambda template can be built and run here."""
     from optimizer.package.wheels import pinned, resolve
 
     python, glibc = SUITE_PYTHON[suite]
     tag = tag or f"local/lambda-python:{python}"
-    base = ensure(None, suite)
+    base = ensure(None, suite, log=log)
     client = engine()
     if has_image(client, tag):
+        log(f"{tag} is already in the Docker Engine")
         return tag
+    log(f"building {tag} on {base} with awslambdaric as the entry point")
     with tempfile.TemporaryDirectory(prefix="optimizer-lambda-base-") as tmp:
         ctx = Path(tmp)
         arch = os.uname().machine

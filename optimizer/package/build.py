@@ -156,13 +156,17 @@ def check_proof(responses: list[dict], samples: list[Sample], max_images: int,
             "bad_request_status": bad["statusCode"], "threads": body(first)["threads"]}
 
 
-# (key, label, produce) -> (cache entry, reused): the build's counted, logged cache
-CachedDir = Callable[[str, str, Callable[[Path], None]], tuple[Path, bool]]
+# (key, label, produce, remember_failure=False) -> (cache entry, reused): the build's
+# counted, logged cache
+CachedDir = Callable[..., tuple[Path, bool]]
 
 
 class Packager:
-    def __init__(self, recipe: Recipe, cached: CachedDir, progress: Progress) -> None:
+    def __init__(self, recipe: Recipe, cached: CachedDir, progress: Progress,
+                 ran: Callable[[str], None] | None = None) -> None:
         self.recipe, self.cached, self.progress = recipe, cached, progress
+        # work with no cache entry (a Docker build) is announced and counted through this
+        self.ran = ran or (lambda label: progress.log(f"[cyan]run[/]    {label}"))
 
     def dependencies(self, runtime: str, python: str, arch: str, glibc: str,
                      extra: tuple[str, ...] = ()) -> Path:
@@ -188,7 +192,22 @@ class Packager:
             (tmp / "slim.json").write_text(json.dumps(report, indent=1))
 
         return self.cached(key, f"dependencies {' '.join(reqs)} for Python {python} {arch}",
-                           produce)[0]
+                           produce, remember_failure=True)[0]
+
+    def wheel_sizes(self, runtime: str, python: str, arch: str, glibc: str) -> dict[str, int]:
+        """The compressed size of each wheel a runtime needs on the target (no download)."""
+        reqs = wheels.pinned(wheels.requirements(runtime), arch)
+        key = make_key({"wheel_sizes": reqs, "python": python, "arch": arch, "glibc": glibc,
+                        "code": code_digest(*DEPS_CODE)})
+
+        def produce(tmp: Path) -> None:
+            (tmp / "sizes.json").write_text(json.dumps(
+                wheels.wheel_sizes(reqs, python, arch, glibc, tmp / "work"), indent=1))
+            shutil.rmtree(tmp / "work", ignore_errors=True)
+
+        entry = self.cached(key, f"wheel sizes of {' '.join(reqs)} for Python {python} {arch}",
+                            produce, remember_failure=True)[0]
+        return json.loads((entry / "sizes.json").read_text())
 
     def run(self, art: Artifact, dataset: Dataset, work: Path, reference: list[int],
             engine: str | None = None) -> Packages:
@@ -296,7 +315,8 @@ class Packager:
              fn_bytes: int, samples: list[Sample], out: Packages) -> None:
         max_images = self.recipe.package.max_images
         key = make_key({"zip": deps.name, "function": sha256_tree(function_dir),
-                        "plan": plan.__dict__, "code": code_digest(*ZIP_CODE)})
+                        "plan": plan.__dict__, "code": code_digest(*ZIP_CODE),
+                        "provers": isa.provers(self.recipe.target.name)})
 
         def produce(tmp: Path) -> None:
             zips = lambda_zip.write(function_dir, deps / "deps", plan, tmp)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optimizer import targets
-from optimizer.errors import PackageFailed, PackageTooLarge
+from optimizer.errors import BadInput, PackageFailed, PackageTooLarge
 from optimizer.lambda_local.container import invoke_image
 from optimizer.model import sha256_file, sha256_tree, size_bytes
 from optimizer.package import oci, sizes, template
@@ -22,7 +22,7 @@ from optimizer.package.function import HANDLER_NAME
 
 if TYPE_CHECKING:
     from optimizer.package.build import Packager, Packages, Sample
-    from optimizer.recipe import ImageConfig
+    from optimizer.recipe import ImageConfig, Recipe
 
 DEFAULT_BASE = {
     "lambda": "public.ecr.aws/lambda/python:{python}",
@@ -40,17 +40,47 @@ def _context(dest: Path, deps: Path, function_dir: Path, dockerfile: Path) -> Pa
     return dest
 
 
-def _check_base(client, base: str, python: str, glibc: str, arch: str) -> None:
-    if not has_image(client, base):
-        from docker.errors import DockerException
+def base_of(cfg: ImageConfig, runtime: str) -> str:
+    return cfg.base or DEFAULT_BASE[cfg.template].format(
+        python=cfg.python or targets.RUNTIMES[runtime].python)
 
+
+def _pull_or_explain(client, base: str) -> None:
+    if has_image(client, base):
+        return
+    from docker.errors import DockerException
+
+    try:
+        client.images.pull(base)
+    except DockerException as exc:
+        reason = " ".join(str(exc).split())
+        raise BadInput(
+            f"base image {base} is not in the local Docker Engine and pulling it failed "
+            f"({reason[:300]}); build a local one with `optimizer base-image` (add "
+            "--lambda-like for the lambda template) and set package.image.base to its tag"
+        ) from None
+
+
+def preflight(recipe: Recipe) -> None:
+    """Before any step runs (and at `optimizer check`): the base an image build needs is
+    there, so a missing one costs seconds, not a whole build."""
+    cfg = recipe.package.image
+    if cfg is None:
+        return
+    base = base_of(cfg, recipe.target.runtime)
+    if cfg.engine or (cfg.tarball and cfg.base_tarball is None):
         try:
-            client.images.pull(base)
-        except DockerException as exc:
-            raise PackageFailed(
-                f"base image {base} is not in the local Docker Engine and pulling it failed "
-                f"({str(exc).strip()[:200]}); build a local one with `optimizer base-image` "
-                "and set package.image.base") from None
+            client = engine()
+        except PackageFailed as exc:
+            raise BadInput(exc.detail) from None
+        _pull_or_explain(client, base)
+
+
+def _check_base(client, base: str, python: str, glibc: str, arch: str) -> None:
+    try:
+        _pull_or_explain(client, base)
+    except BadInput as exc:
+        raise PackageFailed(str(exc)) from None
     out = client.containers.run(base, ["-c", PROBE], entrypoint="python3", remove=True)
     have_py, have_glibc, machine = out.decode().split()
     if have_py != python or machine != arch or (
@@ -81,7 +111,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
     python, glibc = cfg.python or runtime.python, cfg.glibc or runtime.glibc
     deps = packager.dependencies(kind, python, arch, glibc, EXTRA_REQUIREMENTS[cfg.template])
     dockerfile = template.template_path(cfg.template)
-    base = cfg.base or DEFAULT_BASE[cfg.template].format(python=python)
+    base = base_of(cfg, t.runtime)
     ctx = _context(work / "image-context", deps / "deps", function_dir, dockerfile)
     version = hashlib.sha256((sha256_tree(ctx) + base).encode()).hexdigest()[:12]
     repo = cfg.tag or f"optimizer/{recipe.name}"
@@ -102,7 +132,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
         client = engine()
         _check_base(client, base, python, glibc, arch)
         ref = f"{repo}:{version}"
-        packager.progress.log(f"[cyan]run[/]    image {ref} (Docker Engine, {cfg.template})")
+        packager.ran(f"image {ref} (Docker Engine, {cfg.template})")
         from docker.errors import BuildError
 
         try:
@@ -110,9 +140,11 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
                                          buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True,
                                          pull=False, labels={"optimizer.recipe": recipe.name})
         except BuildError as exc:
-            lines = [str(c.get("stream", c.get("error", ""))).strip() for c in exc.build_log]
+            lines = [ln for c in exc.build_log
+                     for ln in str(c.get("stream", c.get("error", ""))).splitlines()
+                     if ln.strip()]
             raise PackageFailed(f"docker build of {ref} failed: {exc.msg}\n"
-                                + "\n".join(x for x in lines if x)[-600:]) from None
+                                + "\n".join(lines[-12:])) from None
         part = sizes.inspect_engine_image(ref)
         limits = _limits(part, ref)
         out.records.append({
@@ -132,7 +164,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
         tpl = template.parse(dockerfile, {"BASE_IMAGE": base})
         dest = work / "image.tar"
         ref = f"{repo}:tarball-{version}"
-        packager.progress.log(f"[cyan]run[/]    image tarball {dest.name} (daemonless)")
+        packager.ran(f"image tarball {dest.name} (daemonless)")
         written = oci.write(Path(base_tar), tpl, ctx, arch, ref, dest)
         part = sizes.inspect_image_tarball(dest)
         limits = _limits(part, dest.name)

@@ -174,9 +174,11 @@ def limits_for(parts: list[Part]) -> list[Limit]:
         rows.append(Limit("layers", n_layers, lim.max_layers, n_layers <= lim.max_layers))
     for p in parts:
         if p.kind in ("image", "image-tarball"):
-            rows.append(Limit(f"{p.ref} uncompressed", p.unzipped, lim.image_bytes,
+            # a tarball by its file name: the build wrote it in a folder that is gone now
+            name = Path(p.ref).name if p.kind == "image-tarball" else p.ref
+            rows.append(Limit(f"{name} uncompressed", p.unzipped, lim.image_bytes,
                               p.unzipped <= lim.image_bytes))
-            rows.append(Limit(f"{p.ref} config", p.config_bytes or 0, lim.image_config_bytes,
+            rows.append(Limit(f"{name} config", p.config_bytes or 0, lim.image_config_bytes,
                               (p.config_bytes or 0) <= lim.image_config_bytes))
     return rows
 

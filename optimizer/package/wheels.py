@@ -59,12 +59,13 @@ def pinned(names: tuple[str, ...], arch: str) -> list[str]:
     return out
 
 
-def resolve(requirements: list[str], python: str, arch: str, glibc: str, dest: Path) -> None:
+def _pip(requirements: list[str], python: str, arch: str, glibc: str, dest: Path,
+         *extra: str) -> None:
     """pip install --target for another platform: binary wheels only."""
     cmd = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
         "--no-warn-script-location", "--no-compile", "--target", str(dest),
-        "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", python, *extra,
     ]
     for tag in platform_tags(arch, glibc):
         cmd += ["--platform", tag]
@@ -75,3 +76,33 @@ def resolve(requirements: list[str], python: str, arch: str, glibc: str, dest: P
             f"pip could not resolve {' '.join(requirements)} as binary wheels for Python "
             f"{python} on {arch} with glibc {glibc}:\n{tail}"
         )
+
+
+def resolve(requirements: list[str], python: str, arch: str, glibc: str, dest: Path) -> None:
+    _pip(requirements, python, arch, glibc, dest)
+
+
+def wheel_sizes(requirements: list[str], python: str, arch: str, glibc: str,
+                work: Path) -> dict[str, int]:
+    """Distribution -> size of its wheel for the target, without downloading a wheel: pip
+    resolves from the index's metadata files (--dry-run --report), and the sizes come from
+    HEAD requests. A compressed wheel is a lower bound on what it unpacks to, so this rules
+    out a runtime that cannot fit a zip (TensorFlow: 2.3 GB for two architectures) for the
+    price of its metadata."""
+    import json
+    import urllib.request
+
+    work.mkdir(parents=True, exist_ok=True)
+    report = work / "report.json"
+    _pip(requirements, python, arch, glibc, work / "target", "--dry-run", "--ignore-installed",
+         "--report", str(report))
+    out = {}
+    for item in json.loads(report.read_text())["install"]:
+        url = item["download_info"]["url"]
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                                        timeout=60) as resp:
+                out[item["metadata"]["name"]] = int(resp.headers.get("Content-Length") or 0)
+        except (OSError, ValueError) as exc:
+            raise PackageFailed(f"could not read the size of {url}: {exc}") from None
+    return out

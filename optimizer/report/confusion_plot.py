@@ -2,16 +2,16 @@
 
 Off-diagonal cells are where a class is lost; with no labels the rows are the source's
 answers, so the picture shows where the artifact disagrees with the model it came from.
-Drawn with matplotlib, fixed fonts and hash salt, and no date, so the same report gives the
-same bytes.
+Drawn with matplotlib through report/plot.py, so the same report gives the same bytes.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
+
+from optimizer.report.plot import figure, svg
 
 LABELS_UP_TO = 40  # above this, cells only: names would overlap
 
@@ -20,19 +20,13 @@ def render(r: dict[str, Any]) -> str | None:
     conf = r.get("confusion")
     if not conf or not conf.get("matrix"):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     m = np.asarray(conf["matrix"], dtype=np.float64)
     classes = conf["classes"]
     k = len(classes)
     rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     side = min(12.0, max(4.5, 0.42 * k + 2.5))
-    with plt.rc_context({"svg.hashsalt": "optimizer", "svg.fonttype": "none",
-                         "font.family": "DejaVu Sans", "font.size": 9}):
-        fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    with figure(side + 1.2, side) as (fig, ax):
+        ax.grid(False)
         image = ax.imshow(100 * rows, cmap="Blues", vmin=0, vmax=100)
         if k <= LABELS_UP_TO:
             ax.set_xticks(range(k), labels=classes, rotation=60, ha="right",
@@ -49,7 +43,4 @@ def render(r: dict[str, Any]) -> str | None:
         ax.set_title(f"{conf['artifact']}: {conf['title']}")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the row")
         fig.tight_layout()
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-        plt.close(fig)
-    return buf.getvalue()
+        return svg(fig)

@@ -13,6 +13,18 @@ from optimizer.package.sizes import MIB
 from optimizer.report import packages, runtimes
 
 
+def cache_line(r: dict[str, Any]) -> str:
+    """What ran and what was reused, in the same words as the log lines above it."""
+    c = r["cache"]
+    shared = f", {c['shared']} made earlier in this build and used again" if c.get(
+        "shared") else ""
+    if c["all_cached"]:
+        return (f"everything came from the cache ({c['hits']} entries{shared}) in "
+                f"{r['seconds']} s")
+    reused = f"{c['hits']} reused from earlier builds" if c["hits"] else "nothing reused"
+    return f"cache: {c['misses']} ran, {reused}{shared}; {r['seconds']} s"
+
+
 def wide_console(stderr: bool = False) -> Console:
     """Rich sizes tables to the terminal, and to 80 columns when piped or logged, which cuts
     names and prices mid-word; a log is read later, so give it room."""
@@ -51,12 +63,10 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
         console.print(pt)
     for note in r.get("package_notes", []):
         console.print(f"[yellow]note[/]: {escape(note)}")
-    cache = r["cache"]
-    if cache["all_cached"]:
-        console.print(f"everything came from the cache ({cache['hits']} entries) in "
-                      f"{r['seconds']} s")
-    else:
-        console.print(f"cache: {cache['hits']} reused, {cache['misses']} built; {r['seconds']} s")
+    for gap in r.get("proof_gaps", []):
+        console.print(f"[{'red' if r.get('require_proof') else 'yellow'}]not proved[/]: "
+                      f"{escape(gap)}")
+    console.print(cache_line(r))
     for line in runtimes.console_lines(r["runtimes"]) if r.get("runtimes") else []:
         console.print(escape(line))
     if r["ship"]:

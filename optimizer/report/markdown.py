@@ -60,6 +60,19 @@ def _students(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _value(v: Any) -> str:
+    """A value as a person writes it: no brackets, quotes or None."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list | tuple):
+        return ", ".join(_value(x) for x in v) or "-"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_value(x)}" for k, x in v.items()) or "-"
+    return str(v)
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}%"
 
@@ -68,8 +81,8 @@ def _classes(r: dict[str, Any]) -> list[str]:
     """The source check, then source and shipped artifact class by class, in output order."""
     lines = ["", "## Classes", ""]
     ds, check = r["dataset"], r.get("source_check") or {}
-    lines.append(f"{len(r['classes'])} classes in the model's output order, taken from "
-                 f"{ds.get('classes_from', 'the dataset')}.")
+    lines.append(f"{len(r['classes'])} classes in the model's output order; the order came "
+                 f"from: {ds.get('classes_from', 'the dataset')}.")
     if check.get("verdict") == "ok":
         lines.append(f"The source scores {check['accuracy']:.2f}% on the test split (chance "
                      f"{check['chance']:.2f}%, best class order {check['best_order_accuracy']:.2f}"
@@ -121,7 +134,8 @@ def render(r: dict[str, Any]) -> str:
         f"# {r['recipe']['name']}",
         "",
         f"Built by optimizer {r['tool']['version']} on {r['started']} in {r['seconds']} s "
-        f"(cache: {r['cache']['hits']} hits, {r['cache']['misses']} misses).",
+        f"(cache: {r['cache']['misses']} ran, {r['cache']['hits']} reused from earlier "
+        f"builds, {r['cache'].get('shared', 0)} made earlier in this build and used again).",
         "",
         f"**Ship:** `{r['ship_file']}`" if r["ship"] else f"**Nothing to ship:** {r['failure']}",
         "",
@@ -129,7 +143,7 @@ def render(r: dict[str, Any]) -> str:
         "",
         "| artifact | step | size | accuracy | "
         + ("drop" if r["artifacts"][0]["validation"]["accuracy"] is not None else "mean KL")
-        + " | agreement | p50 ms | p95 ms | vs source | load ms | est. $/1M | gates |",
+        + " | agreement | p50 ms | p95 ms | vs source | first load ms | est. $/1M | gates |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     src_acc = r["artifacts"][0]["validation"]["accuracy"]
@@ -162,7 +176,9 @@ def render(r: dict[str, Any]) -> str:
         f"Latency is batch 1 over {r['artifacts'][0]['validation']['latency']['runs']} runs "
         f"after {r['artifacts'][0]['validation']['latency']['warmup']} warm-up runs, with "
         f"{t['threads']} intra-op thread(s) for {t['memory_mb']} MB ({t['vcpus']} vCPU). "
-        "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied.",
+        "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied. "
+        "First load is the model's first load in the timing process, runtime start-up "
+        "included; the ONNX Runtime format table below has the median of warm loads.",
         *_classes(r),
         *_students(r),
         *(migration.markdown(r["migration"]) if r.get("migration") else []),
@@ -178,16 +194,18 @@ def render(r: dict[str, Any]) -> str:
         f"{', '.join(vs['host_extra_flags']) or 'none'}",
         "",
     ]
-    caps = {a["name"]: a["validation"]["latency"].get("isa_cap", "-") for a in r["artifacts"]}
-    if len(set(caps.values())) == 1:
-        lines.append(f"- ISA cap: {next(iter(caps.values()))}")
+    caps: dict[str, list[str]] = {}
+    for a in r["artifacts"]:
+        caps.setdefault(a["validation"]["latency"].get("isa_cap", "-"), []).append(a["name"])
+    if len(caps) == 1:
+        lines.append(f"- ISA cap: {next(iter(caps))}")
     else:
-        lines += ["", "| artifact | ISA cap |", "|---|---|"]
-        lines += [f"| {name} | {cap} |" for name, cap in caps.items()]
+        lines += ["", "| ISA cap | artifacts |", "|---|---|"]
+        lines += [f"| {cap} | {', '.join(names)} |" for cap, names in caps.items()]
     lines += ["", "## Steps", ""]
     for a in r["artifacts"]:
         info = a["info"]
-        shown = "; ".join(f"{k}: {v}" for k, v in info.items()
+        shown = "; ".join(f"{k}: {_value(v)}" for k, v in info.items()
                           if k not in ("training", "ops", "ops_before", "ops_after", "why",
                                        "passes"))
         lines.append(f"- **{a['name']}** ({a['step']}, {'cached' if a['cached'] else 'built'}"
@@ -202,6 +220,7 @@ def render(r: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in packages.rows(r)]
         lines += [""] + [f"- {d}" for d in packages.digests(r)]
         lines += [f"- note: {n}" for n in r.get("package_notes", [])]
+        lines += [f"- **not proved:** {g}" for g in r.get("proof_gaps", [])]
     if tune := r.get("tune"):
         lines += ["", "## Memory sweep", "",
                   f"{tune['invocations']} warm invocations after one cold start per size, "

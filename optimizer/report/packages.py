@@ -75,3 +75,23 @@ def digests(report: dict[str, Any]) -> list[str]:
                        f"{mib(slim['dependencies_after'])} unpacked; function "
                        f"{mib(slim['function_bytes'])}")
     return out
+
+
+def proof_gaps(r: dict[str, Any]) -> list[str]:
+    """What the build could not prove, each with the reason (which names what to install):
+    a package not run on the target's CPU, a compared target not timed."""
+    gaps = []
+    for rec in r.get("packages", []):
+        proof = rec.get("proof") or {}
+        name = rec.get("file") or rec.get("ref") or rec["kind"]
+        if "skipped" in proof:
+            gaps.append(f"{name} was not run: {proof['skipped']}")
+        elif "skipped" in (proof.get("isa") or {}):
+            gaps.append(f"{name} was not run on the {r['target']['name']} target's CPU "
+                        f"({r['target']['isa']}): {proof['isa']['skipped']}")
+    for target, t in (r.get("runtimes") or {}).get("targets", {}).items():
+        if str(t.get("timing", "")).startswith("not timed"):
+            gaps.append(f"runtimes on {target} were not timed: "
+                        f"{t['timing'].removeprefix('not timed: ')}")
+    return gaps
+

@@ -26,13 +26,15 @@ def markdown(section: dict[str, Any]) -> list[str]:
         w = t["winner"]
         lines += ["", f"### {target} ({t['isa']}); timing: {t['timing']}", "",
                   f"**Winner:** {w['runtime']} on `{w['artifact']}`: {w['p50_ms']} ms, "
-                  f"{mib(w['package_bytes'])}" if w else "**Winner:** none passed and fits",
+                  f"{mib(w['package_bytes'])}" if w else
+                  f"**Winner:** {winner_line(target, None, t['timing']).split(': ', 1)[1]}",
                   "", "| runtime | version | artifact | accuracy | p50 ms | package | fits | "
                   "ISA cap | why not |", "|---|---|---|---:|---:|---:|---|---|---|"]
         for r in t["best_per_runtime"]:
             acc = f"{r['accuracy']:.2f}%" if r.get("accuracy") is not None else "-"
             p50 = r["p50_ms"] if r.get("p50_ms") is not None else "-"
-            size = mib(r["package_bytes"]) if r.get("package_bytes") else "-"
+            size = ((">= " if r.get("package_bytes_lower_bound") else "")
+                    + mib(r["package_bytes"])) if r.get("package_bytes") else "-"
             fits = "-" if "fits" not in r else "yes" if r["fits"] else "no"
             mark = " **(winner)**" if w and r["key"] == w["key"] else ""
             art = r["artifact"] if r.get("available") else "-"
@@ -42,12 +44,17 @@ def markdown(section: dict[str, Any]) -> list[str]:
     return lines
 
 
-def winner_line(target: str, w: dict[str, Any] | None) -> str:
-    return f"runtime for {target}: " + (
-        f"{w['runtime']} on {w['artifact']} ({w['p50_ms']} ms, {mib(w['package_bytes'])}, "
-        f"{'native' if w.get('timing') == 'native' else 'emulated'})" if w
-        else "none passed and fits")
+def winner_line(target: str, w: dict[str, Any] | None, timing: str = "") -> str:
+    if w:
+        return (f"runtime for {target}: {w['runtime']} on {w['artifact']} ({w['p50_ms']} ms, "
+                f"{mib(w['package_bytes'])}, "
+                f"{'native' if w.get('timing') == 'native' else 'emulated'})")
+    if timing.startswith("not timed"):
+        return f"runtime for {target}: none chosen, since nothing was timed: " + \
+            timing.removeprefix("not timed: ")
+    return f"runtime for {target}: none passed the gates and fits the package"
 
 
 def console_lines(section: dict[str, Any]) -> list[str]:
-    return [winner_line(target, t["winner"]) for target, t in section["targets"].items()]
+    return [winner_line(target, t["winner"], t.get("timing", ""))
+            for target, t in section["targets"].items()]

@@ -1,62 +1,84 @@
-"""`optimizer tune` as an HTML page: duration and cost against memory, as inline SVG."""
+"""`optimizer tune` as an HTML page: duration and cost against memory in one chart (as
+AWS Lambda Power Tuning draws them), cold start beside it, and the table."""
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
-W, H, PAD = 640, 300, 50
+from optimizer.report.plot import figure, svg
 
-
-def _polyline(points: list[tuple[float, float]], xs: tuple[float, float],
-              ys: tuple[float, float], colour: str) -> str:
-    def sx(x: float) -> float:
-        return PAD + (x - xs[0]) / ((xs[1] - xs[0]) or 1) * (W - 2 * PAD)
-
-    def sy(y: float) -> float:
-        return H - PAD - (y - ys[0]) / ((ys[1] - ys[0]) or 1) * (H - 2 * PAD)
-
-    pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>'
-                   for x, y in points)
-    return f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>{dots}'
+DURATION, COST, INIT = "#1f77b4", "#d62728", "#2ca02c"
 
 
-def _chart(title: str, rows: list[dict], key: str, unit: str, colour: str) -> str:
-    points = [(r["memory_mb"], r[key]) for r in rows if r.get(key) is not None]
-    if not points:
-        return f"<p>{html.escape(title)}: no data</p>"
-    xs = (min(p[0] for p in points), max(p[0] for p in points))
-    ys = (0.0, max(p[1] for p in points) * 1.1)
-    ticks = "".join(
-        f'<text x="{PAD + (x - xs[0]) / ((xs[1] - xs[0]) or 1) * (W - 2 * PAD):.1f}" '
-        f'y="{H - PAD + 18}" font-size="11" text-anchor="middle">{x}</text>'
-        for x, _ in points)
-    return (f'<h3>{html.escape(title)}</h3><svg width="{W}" height="{H}" '
-            f'xmlns="http://www.w3.org/2000/svg"><rect width="{W}" height="{H}" fill="white"/>'
-            f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#888"/>'
-            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#888"/>'
-            f'<text x="{PAD - 6}" y="{PAD}" font-size="11" text-anchor="end">'
-            f'{ys[1]:.4g}</text><text x="{W / 2}" y="{H - 8}" font-size="12" '
-            f'text-anchor="middle">memory (MB)</text><text x="12" y="{PAD - 14}" '
-            f'font-size="12">{html.escape(unit)}</text>{ticks}'
-            f'{_polyline(points, xs, ys, colour)}</svg>')
+def _charts(doc: dict[str, Any]) -> str:
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [r for r in doc["rows"] if r.get("mean_ms") is not None]
+    if not rows:
+        return "<p>no memory size ran without errors: nothing to draw</p>"
+    xs = list(range(len(rows)))
+    labels = [f"{r['memory_mb']}\n{r['vcpus']:.2g} vCPU" for r in rows]
+    rec = doc.get("recommended_memory_mb")
+    with figure(11, 4.2, ncols=2) as (fig, (left, right)):
+        left.plot(xs, [r["mean_ms"] for r in rows], "o-", color=DURATION, label="mean (warm)")
+        left.plot(xs, [r["p95_ms"] for r in rows], "o:", color=DURATION, alpha=0.6,
+                  label="p95 (warm)")
+        left.set_ylabel("duration per request, ms", color=DURATION)
+        left.set_ylim(bottom=0)
+        left.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        cost = left.twinx()
+        priced = [(x, r["cost_per_million_usd"]) for x, r in zip(xs, rows, strict=True)
+                  if r.get("cost_per_million_usd") is not None]
+        cost.plot([x for x, _ in priced], [c for _, c in priced], "s--", color=COST,
+                  label="cost")
+        cost.set_ylabel("USD per 1 million requests", color=COST)
+        cost.set_ylim(bottom=0)
+        cost.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        cost.grid(False)
+        right.bar(xs, [r["init_ms"] or 0 for r in rows], color=INIT, width=0.5)
+        right.plot(xs, [r["cold_duration_ms"] for r in rows], "o-", color="#555",
+                   label="first request after init")
+        right.set_ylabel("ms")
+        right.set_title("cold start: Init Duration (bars) and the first request")
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+        for ax in (left, right):
+            ax.set_xticks(xs, labels)
+            ax.set_xlabel("memory size, MB")
+            if rec in [r["memory_mb"] for r in rows]:
+                ax.axvline(xs[[r["memory_mb"] for r in rows].index(rec)], color="#999",
+                           lw=6, alpha=0.25, zorder=0)
+        handles = left.get_legend_handles_labels()[0] + cost.get_legend_handles_labels()[0]
+        left.legend(handles, [h.get_label() for h in handles], loc="upper center",
+                    bbox_to_anchor=(0.5, -0.22), frameon=False, ncol=3)
+        left.set_title(f"duration and cost per 1M requests ({doc['invocations']} warm "
+                       "invocations per size; shaded: recommended)")
+        fig.tight_layout()
+        return svg(fig)
 
 
-def render(doc: dict) -> str:
+def render(doc: dict[str, Any]) -> str:
     rows = doc["rows"]
+
+    def cell(v: Any) -> str:
+        return "-" if v is None else html.escape(str(v))
+
     table = "".join(
-        f"<tr><td>{r['memory_mb']}</td><td>{r['vcpus']}</td><td>{r['init_ms']}</td>"
-        f"<td>{r['mean_ms']}</td><td>{r['p50_ms']}</td><td>{r['p95_ms']}</td><td>{r['max_memory_mb']}</td>"
-        f"<td>{r['cost_per_million_usd']}</td><td>{len(r['errors'])}</td></tr>" for r in rows)
+        "<tr>" + "".join(f"<td>{cell(r.get(k))}</td>" for k in (
+            "memory_mb", "vcpus", "init_ms", "cold_duration_ms", "mean_ms", "p50_ms",
+            "p95_ms", "max_memory_mb", "cost_per_million_usd")) + f"<td>{len(r['errors'])}</td>"
+        "</tr>" for r in rows)
     return (
-        "<!doctype html><meta charset='utf-8'><title>optimizer tune</title>"
+        "<!doctype html><meta charset='utf-8'><title>optimizer tune: "
+        f"{html.escape(doc['package'])}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px}td,th{padding:3px 8px}</style>"
         f"<h2>{html.escape(doc['package'])}: recommended {doc['recommended_memory_mb']} MB "
         f"({html.escape(doc['strategy'])})</h2>"
         f"<p>{html.escape(doc['host'].get('model', ''))}; caps: "
-        f"{html.escape(rows[0]['cap_method'] if rows else '')}</p>"
-        + _chart("mean duration (warm)", rows, "mean_ms", "ms", "#1f77b4")
-        + _chart("init duration (cold start)", rows, "init_ms", "ms", "#2ca02c")
-        + _chart("cost per 1M requests", rows, "cost_per_million_usd", "USD", "#d62728")
-        + "<table border=1 cellpadding=4><tr><th>memory MB</th><th>vCPU</th><th>init ms</th>"
-        "<th>mean ms</th><th>p50 ms</th><th>p95 ms</th><th>max memory MB</th><th>USD / 1M</th>"
-        f"<th>errors</th></tr>{table}</table>")
+        f"{html.escape(rows[0]['cap_method'] if rows else '')}. Cost is USD per 1 million "
+        "requests at the measured warm mean, billed per 1 ms, plus the request fee.</p>"
+        + _charts(doc)
+        + "<table border=1><tr><th>memory MB</th><th>vCPU</th><th>init ms</th>"
+        "<th>first request ms</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th>"
+        "<th>max memory MB</th><th>USD per 1M requests</th><th>errors</th></tr>"
+        f"{table}</table>")

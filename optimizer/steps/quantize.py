@@ -9,16 +9,17 @@ fp32 on CPUs, which is why static QDQ is the default and why every result gets m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from optimizer import targets
-from optimizer.errors import StepFailed
+from optimizer.errors import BadInput, StepFailed
 from optimizer.model import FILE_NAMES, ModelRef
 from optimizer.steps.base import StepConfig, StepContext
-from optimizer.steps.onnx_util import op_counts
+from optimizer.steps.onnx_util import op_counts, opset, session
 
 Auto = Literal["auto"]
 
@@ -63,6 +64,27 @@ def isa_choice(config: QuantizeConfig, target: str) -> dict:
     return {"activation_type": act, "weight_type": wt, "reduce_range": bool(rr), "why": why}
 
 
+def _at_least_opset_13(path: Path, dest: Path, step: str, why: list[str]) -> Path:
+    """Per-channel QDQ needs DequantizeLinear's `axis` (opset 13); models exported by older
+    converters (PaddlePaddle, early tf2onnx) are on 10 or 11, and ORT's quantizer writes
+    the attribute anyway, giving a model nothing can load."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    have = opset(model)
+    if have >= 13:
+        return path
+    try:
+        onnx.save(version_converter.convert_version(model, 13), str(dest))
+    except Exception as exc:
+        raise StepFailed(step, f"the model is on opset {have}; quantizing needs 13, and the "
+                         f"ONNX version converter failed: {str(exc).splitlines()[0][:300]}; "
+                         "re-export it with opset 13 or newer") from None
+    why.append(f"opset upgraded from {have} to 13 for per-channel QDQ")
+    return dest
+
+
 class _Reader:
     """Feeds calibration batches; ONNX Runtime's CalibrationDataReader protocol."""
 
@@ -85,7 +107,8 @@ def run(model: ModelRef, config: QuantizeConfig, ctx: StepContext) -> ModelRef:
 
     choice = isa_choice(config, ctx.recipe.target.name)
     qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
-    src = model.path
+    name = config.name or config.step
+    src = _at_least_opset_13(model.path, ctx.out_dir / "upgraded.onnx", name, choice["why"])
     if config.shape_preprocess:
         pre = ctx.out_dir / "pre.onnx"
         try:
@@ -94,7 +117,6 @@ def run(model: ModelRef, config: QuantizeConfig, ctx: StepContext) -> ModelRef:
         except Exception as exc:
             ctx.progress.log(f"quantize: shape pre-processing skipped ({exc})")
     out = ctx.out_dir / FILE_NAMES["onnx"]
-    name = config.name or config.step
     try:
         if config.mode == "dynamic":
             q.quantize_dynamic(
@@ -123,7 +145,12 @@ def run(model: ModelRef, config: QuantizeConfig, ctx: StepContext) -> ModelRef:
     except Exception as exc:
         raise StepFailed(name, f"ONNX Runtime quantization failed: {exc}") from exc
     finally:
-        (ctx.out_dir / "pre.onnx").unlink(missing_ok=True)
+        for tmp in ("pre.onnx", "upgraded.onnx"):
+            (ctx.out_dir / tmp).unlink(missing_ok=True)
+    try:
+        session(out)
+    except BadInput as exc:  # a quantizer bug must not surface as a model that cannot load
+        raise StepFailed(name, f"the quantized model does not load: {exc}") from None
     ops = op_counts(onnx.load(str(out)))
     return ModelRef(
         kind="onnx", path=out, preprocess=model.preprocess, classes=model.classes,

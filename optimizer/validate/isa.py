@@ -64,6 +64,17 @@ def emulator(target: str, python: str | None = None, log=print) -> Emulator | No
     return Emulator(path, spec[1], root, root / "usr" / "bin" / f"python{python}")
 
 
+def provers(target: str) -> dict[str, str | None]:
+    """The tools an emulated proof needs and where they are (None: missing). Part of the
+    cache key of a proof, so a rerun after installing them proves instead of reusing
+    "skipped"."""
+    spec = EMULATORS.get(target)
+    tools = [spec[0]] if spec else []
+    if targets.TARGETS[target].arch != platform.machine():
+        tools += ["debootstrap", "dpkg-deb"]
+    return {t: shutil.which(t) for t in tools}
+
+
 def why_not(target: str, python: str | None = None) -> str:
     if EMULATORS.get(target) is None:
         return f"qemu cannot emulate {targets.TARGETS[target].isa}; prove it on such a host"

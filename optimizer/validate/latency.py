@@ -40,15 +40,14 @@ def cap_note(runtime: str, target: str) -> dict[str, str | bool]:
     if r.isa_cap == "ONEDNN_MAX_CPU_ISA":
         cap = targets.ONEDNN_CAP.get(vs["target_isa"])
         how = f"ONEDNN_MAX_CPU_ISA={cap}" if cap else "no oneDNN level for this ISA"
-        return {"applied": bool(cap), "how": how,
-                "needed": bool(extras), "note": f"{how}; host extras {extras or 'none'}"}
+        return {"applied": bool(cap), "how": how, "needed": bool(extras), "note": how}
     if not extras:
         return {"applied": False, "how": r.isa_cap, "needed": False,
                 "note": "none needed: host has no extensions beyond the target"}
     partial = r.isa_cap.startswith("partial")
     return {"applied": partial, "how": r.isa_cap, "needed": True,
-            "note": f"{r.isa_cap}; host extras {extras} may make this faster than on the "
-                    "target"}
+            "note": f"{r.isa_cap}; the host's extensions beyond the target may make this "
+                    "faster than on it"}
 
 
 def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarray],

@@ -104,7 +104,8 @@ def best_per_runtime(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, 
         if best is None:  # say why: the first reason in order unavailable, gates, fit, time
             best = sorted(mine, key=lambda r: (not r.get("available", False),
                                                not r.get("passed"), not r.get("fits"),
-                                               r.get("p50_ms") or 1e18))[0]
+                                               r.get("p50_ms") or 1e18,
+                                               r.get("host_p50_ms") or 1e18))[0]
         out.append(best)
     return out
 

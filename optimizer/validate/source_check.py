@@ -55,10 +55,11 @@ def best_order(conf: np.ndarray, classes: list[str]) -> tuple[list[str], float]:
 
 
 def check(labels: np.ndarray, predicted: np.ndarray, classes: list[str], accuracy: float,
-          min_accuracy: float | None, classes_from: str,
-          trained_here: bool = False) -> dict[str, Any]:
+          min_accuracy: float | None, classes_from: str, trained_here: bool = False,
+          carried: str | None = None) -> dict[str, Any]:
     """The record for the report; raises SourceRejected when the source cannot be trusted.
-    `trained_here`: the tool trained the source itself (an `architecture` source)."""
+    `trained_here`: the tool trained the source itself (an `architecture` source);
+    `carried`: where the labels the model carries were read, if the order came from them."""
     conf = confusion(labels, predicted, len(classes))
     order, reordered = best_order(conf, classes)
     limit = near_chance_limit(labels)
@@ -71,8 +72,9 @@ def check(labels: np.ndarray, predicted: np.ndarray, classes: list[str], accurac
                    and 100.0 - reordered <= 0.5 * (100.0 - accuracy))
     problems = []
     if accuracy < limit:
-        problems.append(f"near chance ({record['chance']:.2f}% for always answering the "
-                        "commonest class)")
+        below = accuracy < record["chance"] - (limit - record["chance"])
+        problems.append(f"{'far below' if below else 'near'} chance ({record['chance']:.2f}% "
+                        "for always answering the commonest class)")
     if min_accuracy is not None and accuracy < min_accuracy:
         problems.append(f"below validate.min_source_accuracy {min_accuracy:g}%")
     if wrong_order:
@@ -85,7 +87,11 @@ def check(labels: np.ndarray, predicted: np.ndarray, classes: list[str], accurac
     message = (f"the source model scores {accuracy:.2f}% on the {len(labels)} test images: "
                + "; ".join(problems) + ". Every artifact would copy its mistakes, so nothing "
                "was built.")
-    if wrong_order:
+    if wrong_order and carried:
+        message += (f" The labels the model carries ({carried}) are probably not in its "
+                    "output order; write them in this order: "
+                    + json.dumps(order, ensure_ascii=False))
+    elif wrong_order:
         message += (f" The dataset's classes ({classes_from}) are probably not in the model's "
                     "output order; set them in the recipe, under dataset:  classes: "
                     + json.dumps(order, ensure_ascii=False))
