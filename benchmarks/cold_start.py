@@ -1,5 +1,6 @@
-"""Cold start (Init Duration) of the onnxruntime zip against the TensorFlow image of the
-same model, at the same memory size, each started several times in alternation.
+"""Cold start (Init Duration) of mobilenet-lambda's shipped zip against keras-image's
+TensorFlow image, at the same memory size, each started several times in alternation;
+labels, runtimes and cache use are read from the builds' reports.
 
     python benchmarks/cold_start.py [--memory 1769] [--starts 5]
 
@@ -17,8 +18,10 @@ import tempfile
 from pathlib import Path
 
 from optimizer import hostinfo, targets
+from optimizer.handler.events import images_from_event
 from optimizer.lambda_local.deployable import open_deployable
 from optimizer.lambda_local.session import Session
+from optimizer.package.lambda_zip import sample_event
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,14 +33,18 @@ def main() -> None:
     args = ap.parse_args()
     keras = json.loads((ROOT / "artifacts/keras-image/report.json").read_text())
     image = next(p["ref"] for p in keras["packages"] if p["kind"] == "image")
-    event = json.loads((ROOT / "artifacts/mobilenet-lambda/package/sample-event.json")
-                       .read_text())
+    lam = json.loads((ROOT / "artifacts/mobilenet-lambda/report.json").read_text())
+    sample = json.loads((ROOT / "artifacts/mobilenet-lambda/package/sample-event.json")
+                        .read_text())
+    event = sample_event(images_from_event(sample, 1 << 30, 1 << 20)[:1])  # batch 1
+    zip_label = f"{lam['ship_runtime']} zip ({lam['ship']})"
+    model = keras["packages"][-1]["model"]
+    image_label = f"{keras['ship_runtime'] or 'tensorflow'} image ({model})"
     cpus = targets.vcpus(args.memory)
     with tempfile.TemporaryDirectory() as work:
         subjects = {
-            "onnxruntime zip (int8)": open_deployable(str(ROOT / "artifacts/mobilenet-lambda"),
-                                                      Path(work)),
-            "tensorflow image (keras source)": open_deployable(f"docker://{image}", Path(work)),
+            zip_label: open_deployable(str(ROOT / "artifacts/mobilenet-lambda"), Path(work)),
+            image_label: open_deployable(f"docker://{image}", Path(work)),
         }
         runs: dict[str, list[dict]] = {name: [] for name in subjects}
         for _ in range(args.starts):
@@ -62,23 +69,26 @@ def main() -> None:
         "over_lambda_init_limit": sum(r["init_ms"] > targets.LIMITS.init_timeout_s * 1000
                                       for r in rs),
     } for name, rs in runs.items()}
-    base = rows["onnxruntime zip (int8)"]["init_ms_median"]
+    base = rows[zip_label]["init_ms_median"]
     doc = {"memory_mb": args.memory, "vcpus": cpus, "starts": args.starts,
            "host": hostinfo.cpu(), "results": rows,
-           "tf_over_onnx_init": round(rows["tensorflow image (keras source)"]["init_ms_median"]
-                                      / base, 2)}
+           "builds": {"zip": {"recipe": lam["recipe"]["name"], "ship": lam["ship"],
+                              "runtime": lam["ship_runtime"], "cache": lam["cache"]},
+                      "image": {"recipe": keras["recipe"]["name"], "ref": image,
+                                "cache": keras["cache"]}},
+           "image_over_zip_init": round(rows[image_label]["init_ms_median"] / base, 2)}
     out = ROOT / "benchmarks/results/cold_start.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"{args.memory} MB ({cpus:.3f} vCPU), {args.starts} cold starts each, "
           f"{doc['host']['model']}")
-    print(f"{'package':34} {'init ms':>9} {'1st call ms':>12} {'warm ms':>9} {'max MB':>7} "
+    print(f"{'package':60} {'init ms':>9} {'1st call ms':>12} {'warm ms':>9} {'max MB':>7} "
           f"{'over 10 s':>9}")
     for name, r in rows.items():
-        print(f"{name:34} {r['init_ms_median']:9.1f} {r['first_invoke_ms_median']:12.1f} "
+        print(f"{name:60} {r['init_ms_median']:9.1f} {r['first_invoke_ms_median']:12.1f} "
               f"{r['warm_ms_median']:9.2f} {r['max_memory_mb']:7.0f} "
               f"{r['over_lambda_init_limit']:>4}/{args.starts}")
-    print(f"TensorFlow image init / onnxruntime zip init: {doc['tf_over_onnx_init']}x")
+    print(f"{image_label} init / {zip_label} init: {doc['image_over_zip_init']}x")
 
 
 if __name__ == "__main__":

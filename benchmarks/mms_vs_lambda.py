@@ -14,7 +14,6 @@ after the first run). Writes benchmarks/results/mms_vs_lambda.json and prints a 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -33,10 +32,12 @@ from pathlib import Path
 import yaml
 
 from optimizer import hostinfo, targets
+from optimizer.handler.events import images_from_event
 from optimizer.lambda_local.caps import ProcessCaps
 from optimizer.lambda_local.deployable import open_deployable
 from optimizer.lambda_local.tune import concurrent, one_size, percentile
 from optimizer.mxnet import env as envs
+from optimizer.package.lambda_zip import sample_event
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/resnet-eia-migration.yaml"
@@ -233,8 +234,9 @@ def main() -> None:
     cpus = targets.vcpus(args.memory)
     with tempfile.TemporaryDirectory() as work:
         outs = build(Path(work))
-        event = json.loads((outs["int8"] / "package/sample-event.json").read_text())
-        png = base64.b64decode(event["body"])
+        sample = json.loads((outs["int8"] / "package/sample-event.json").read_text())
+        png = images_from_event(sample, 1 << 30, 1 << 20)[0]  # one image: batch 1 for both
+        event = sample_event([png])
         mms = mms_side(png, args.requests, args.warmup, cpus, args.clients)
         lam = {k: lambda_side(v, event, args.memory, args.requests) for k, v in outs.items()}
     labels = {mms["top"]["label"], *(x["top"]["label"] for x in lam.values())}

@@ -104,6 +104,10 @@ def build(
         if prefer not in (None, "speed", "size"):
             raise BadInput(f"--prefer must be 'speed' or 'size', got {prefer!r}")
         parsed = load_recipe(recipe)
+        if parsed.uses_tensorflow():
+            from optimizer.quiet import import_tensorflow
+
+            import_tensorflow()
         progress = Progress()
         result = do_build(parsed, recipe, out, Cache(cache_dir or default_root()), progress,
                           force=force, prefer=prefer, require_proof=require_proof,

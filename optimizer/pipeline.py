@@ -426,7 +426,7 @@ class Builder:
         if dataset.classes:
             shown = ", ".join(dataset.classes[:12]) + (", ..." if len(dataset.classes) > 12
                                                        else "")
-            self.progress.log(f"classes in output order ({dataset.classes_from}): {shown}")
+            self.progress.log(f"classes in output order, from {dataset.classes_from}: {shown}")
         return dataset
 
     def run(self, out_dir: Path) -> BuildResult:

@@ -438,6 +438,12 @@ class Recipe(Strict):
     package: PackageConfig = Field(default_factory=PackageConfig)
     runtimes: RuntimesConfig | None = None
 
+    def uses_tensorflow(self) -> bool:
+        """Whether the build will load TensorFlow (a TF source, or a step that reads one)."""
+        return self.source.produces == "tf" or any(
+            STEPS[s.step].consumes == "tf" or STEPS[s.step].produces == "tf"
+            for s in self.steps)
+
     def compared_targets(self) -> list[str]:
         """The recipe's own target first, then any others its runtimes section lists."""
         extra = self.runtimes.targets if self.runtimes else []

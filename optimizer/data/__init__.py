@@ -30,7 +30,7 @@ class Dataset:
     splits: dict[str, np.ndarray]
     digest: str
     # where the class order came from, for the report and for error messages
-    classes_from: str = "dataset"
+    classes_from: str = "the dataset"
     # the classes are numbers (digits, npz labels), so a model's own names may rename them
     numbered: bool = False
     _prepared: dict[tuple[str, str, int | None], np.ndarray] = field(
@@ -73,7 +73,7 @@ def order_classes(own: list[str], requested: list[str] | None, numbered: bool,
 
 
 def ordered(name: str, images: list[np.ndarray], labels: np.ndarray, own: list[str], cfg,
-            numbered: bool, default_order: str = "dataset") -> Dataset:
+            numbered: bool, default_order: str = "the dataset") -> Dataset:
     """A labelled dataset in the order `cfg.classes` asks for; its splits are drawn from the
     dataset's own numbering, so reordering classes never moves an image between splits."""
     classes, mapping = order_classes(own, cfg.classes, numbered, "dataset.classes")
@@ -148,7 +148,7 @@ def split_indices(labels: np.ndarray, test: float, val: float, seed: int) -> dic
 
 def make(
     name: str, images: list[np.ndarray], labels: np.ndarray | None, classes: list[str],
-    split_cfg, splits: dict[str, np.ndarray] | None = None, classes_from: str = "dataset",
+    split_cfg, splits: dict[str, np.ndarray] | None = None, classes_from: str = "the dataset",
 ) -> Dataset:
     """A Dataset with a content digest; splits are stratified from `split_cfg` unless given
     (without labels they are a seeded random split). `labels` None: none of the images has

@@ -16,4 +16,4 @@ def load(cfg) -> Dataset:
     # pixel values are 0..16; stretch to 0..255 so preprocessing sees ordinary 8-bit images
     imgs = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     return ordered("sklearn-digits", list(imgs), d.target.astype(np.int64), CLASSES, cfg,
-                   numbered=True, default_order="digit value")
+                   numbered=True, default_order="the dataset (digit value)")

@@ -75,4 +75,4 @@ def load(cfg) -> Dataset:
     splits = {"train": inner["train"], "val": inner["val"], "test": test}
     classes, mapping = order_classes(CLASSES, cfg.classes, False, "dataset.classes")
     return make("fashion-mnist", images, mapping[labels], classes, cfg.split, splits=splits,
-                classes_from=FROM_RECIPE if cfg.classes else "dataset")
+                classes_from=FROM_RECIPE if cfg.classes else "the dataset")

@@ -17,7 +17,7 @@ from optimizer.handler.preprocess import NotAnImage, decode
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # the rule when a recipe gives no `classes`: as Keras' image_dataset_from_directory and
 # torchvision's ImageFolder number them
-DEFAULT_ORDER = "folder names in sorted (Unicode code point) order"
+DEFAULT_ORDER = "folder names, sorted by Unicode code point"
 
 
 def image_files(folder: Path, recursive: bool = True) -> list[Path]:

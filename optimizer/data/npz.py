@@ -45,4 +45,4 @@ def load(cfg) -> Dataset:
                        f"{len(cfg.classes)}")
     own = [str(i) for i in range(max(n_classes, len(cfg.classes or [])))]
     return ordered(f"npz:{path.name}", list(x), y.astype(np.int64), own, cfg, numbered=True,
-                   default_order="label value")
+                   default_order="the dataset (label value)")

@@ -155,8 +155,10 @@ def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(lt)
     for part in doc["parts"]:
         what = "layers" if part["kind"] in ("image", "image-tarball") else "files"
-        pt = Table(title=escape(f"{part['ref']} ({part['kind']}, {part['files']} {what}): "
-                                f"{len(part['largest'])} largest"))
+        # a title rich would wrap mid-path at the table's width: a line of its own instead
+        console.print(escape(f"{part['ref']} ({part['kind']}, {part['files']} {what}): "
+                             f"{len(part['largest'])} largest"), soft_wrap=True)
+        pt = Table()
         pt.add_column(what[:-1])
         pt.add_column("MiB", justify="right")
         for name, size in part["largest"]:

@@ -9,6 +9,7 @@ to the recipe's accuracy gates like any other quantized artifact.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -34,6 +35,7 @@ def run(model: ModelRef, config: TfliteConfig, ctx: StepContext) -> ModelRef:
 
     from optimizer.data import prepared
     from optimizer.handler.runtime import load
+    from optimizer.quiet import native_stderr_captured
     from optimizer.steps.export_onnx import _tf_callable
 
     name = config.name or config.step
@@ -46,7 +48,10 @@ def run(model: ModelRef, config: TfliteConfig, ctx: StepContext) -> ModelRef:
         conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        flat = conv.convert()
+        # the converter prints its own notes (to descriptor 2) and warns on float I/O
+        with native_stderr_captured(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flat = conv.convert()
     except Exception as exc:  # the converter names the op it cannot lower
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StepFailed(name, f"the TFLite converter failed: {first}") from exc
@@ -55,7 +60,8 @@ def run(model: ModelRef, config: TfliteConfig, ctx: StepContext) -> ModelRef:
 
     x = prepared(ctx.dataset, "test", model.preprocess, limit=config.check_samples)
     expected = np.asarray(fn(x)).astype(np.float32)
-    got = load("litert", out, threads=1)(x)
+    with native_stderr_captured():
+        got = load("litert", out, threads=1)(x)
     diff = float(np.max(np.abs(got - expected)))
     agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
     if config.quantize == "none" and not diff <= config.atol:

@@ -81,8 +81,12 @@ def stop(workers: ProcessPoolExecutor) -> None:
 def run_step(payload: dict[str, Any]):
     """In a worker: one student step for one candidate; returns its ModelRef."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
     from rich.console import Console
+
+    from optimizer.quiet import import_tensorflow
+
+    import_tensorflow()
+    import tensorflow as tf
 
     from optimizer.cache import Cache
     from optimizer.data import load_dataset

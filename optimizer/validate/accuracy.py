@@ -21,9 +21,11 @@ def predict(model: ModelRef, x: np.ndarray, runtime: str | None = None,
         return run_batch(session(model.path), x)
     if runtime in ("litert", "openvino"):
         from optimizer.handler.runtime import load
+        from optimizer.quiet import native_stderr_captured
 
-        run = load(runtime, model.path, threads=os.cpu_count() or 1)
-        return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
+        with native_stderr_captured():  # LiteRT announces its delegate on every (re)size
+            run = load(runtime, model.path, threads=os.cpu_count() or 1)
+            return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
     from optimizer.sources.tf_models import predict as tf_predict
 
     return tf_predict(model, x)

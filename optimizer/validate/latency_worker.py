@@ -28,6 +28,9 @@ def _prepare_runtimes(runtimes: set[str], threads: int) -> None:
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
         _onnx(helper.make_model(graph).SerializeToString(), threads)
     if runtimes & {"tensorflow", "intel-tensorflow"}:
+        from optimizer.quiet import import_tensorflow
+
+        import_tensorflow()
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)

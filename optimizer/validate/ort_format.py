@@ -26,8 +26,12 @@ def convert(onnx_path: Path, folder: Path) -> dict[str, Any]:
     from onnxruntime.tools.ort_format_model import create_config_from_models
 
     out = folder / ORT_FILE
+    fp16 = _mostly_fp16(onnx_path)
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # the CPU kernels are fp32: at the extended levels ORT keeps an fp32 copy of every fp16
+    # weight it casts, doubling the file; basic level keeps the weights as shipped
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if fp16
+                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.optimized_model_filepath = str(out)
     so.add_session_config_entry("session.save_model_format", "ORT")
     so.log_severity_level = 3
@@ -40,7 +44,22 @@ def convert(onnx_path: Path, folder: Path) -> dict[str, Any]:
     # its header names our temporary path; keep the file the same from build to build
     (folder / CONFIG_FILE).write_text("# operators of the .ort model beside this file\n"
                                       + "\n".join(ops) + "\n")
-    return {"bytes": out.stat().st_size, "operators": _count(ops)}
+    return {"bytes": out.stat().st_size, "operators": _count(ops),
+            "optimization": "basic (fp16 weights kept as fp16)" if fp16 else "all but NCHWc"}
+
+
+def _mostly_fp16(path: Path) -> bool:
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(str(path), load_external_data=False)
+    size = {TensorProto.FLOAT16: 0, TensorProto.FLOAT: 0}
+    for t in model.graph.initializer:
+        if t.data_type in size:
+            size[t.data_type] += len(t.raw_data) or (len(t.int32_data) * 2 if
+                                                     t.data_type == TensorProto.FLOAT16
+                                                     else len(t.float_data) * 4)
+    return size[TensorProto.FLOAT16] > size[TensorProto.FLOAT]
 
 
 def _count(lines: list[str]) -> int:
