@@ -381,6 +381,11 @@ def invoke(
 
         def text() -> None:
             out = report.response if report.status == "ok" else {"error": report.error}
+            if isinstance(out, dict) and isinstance(out.get("body"), str):
+                try:  # a proxy response's body is JSON in a string: show it as JSON
+                    out = {**out, "body": json.loads(out["body"])}
+                except ValueError:
+                    pass
             typer.echo(json.dumps(out, indent=2))
             typer.echo(report.line())
             if report.note:

@@ -83,6 +83,7 @@ def test_a_missing_proof_is_said_on_the_console_and_can_be_required(tmp_path, ti
     plain = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "a"),
                                 "--cache-dir", str(cache)])
     assert plain.exit_code == 0, plain.output
+    assert "nothing reused" in plain.output and "everything came" not in plain.output
     line = next(ln for ln in plain.output.splitlines() if ln.startswith("not proved: "))
     assert "function.zip was not run on the x86_64 target's CPU (avx2)" in line
     assert "apt-get install qemu-user" in line
@@ -92,6 +93,7 @@ def test_a_missing_proof_is_said_on_the_console_and_can_be_required(tmp_path, ti
     doc = json.loads(strict.stdout)
     assert doc["ok"] is False and doc["ship"] and "a proof was required" in doc["failure"]
     assert (tmp_path / "b" / "report.json").is_file()  # the report still says why
+    assert doc["cache"]["misses"] == 0 and doc["cache"]["all_cached"]
     # with qemu installed the next build proves the package instead of reusing "skipped"
     monkeypatch.undo()
     if real("qemu-x86_64"):
@@ -133,3 +135,53 @@ def test_report_md_reads_as_text(zip_build):
                                                     if re.search(r"\['|\{'|\bNone\b", ln)]
     assert "host extras" not in md and md.count("Host extensions the target does not") == 1
     assert "first load ms" in md
+
+
+def test_failed_lookups_are_remembered_and_counted(tmp_path):
+    """A wheel the index lacks is asked for once: the next build reuses the answer (and says
+    so), --retry asks again; every run is counted, failed or not."""
+    import pytest
+
+    from optimizer.cache import Cache
+    from optimizer.errors import BadInput, PackageFailed
+    from optimizer.pipeline import Builder
+    from optimizer.progress import Progress
+    from optimizer.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, """
+        name: r
+        source: {kind: architecture, architecture: MobileNetV2, input_size: 32}
+        dataset: {kind: sklearn-digits}
+        steps: [{step: export_onnx}]
+        """))
+    calls = []
+
+    def lookup(tmp):
+        calls.append(1)
+        raise PackageFailed("pip: no matching distribution for intel-tensorflow")
+
+    def builder(**kw) -> Builder:
+        b = Builder(recipe, tmp_path / "r.yaml", Cache(tmp_path / "c"), Progress(quiet=True),
+                    **kw)
+        return b
+
+    first = builder()
+    with pytest.raises(PackageFailed):
+        first.cached_dir("k" * 64, "dependencies intel-tensorflow", lookup,
+                         remember_failure=True)
+    assert (first.misses, first.hits, len(calls)) == (1, 0, 1)
+    second = builder()
+    with pytest.raises(BadInput, match="no matching distribution"):
+        second.cached_dir("k" * 64, "dependencies intel-tensorflow", lookup,
+                          remember_failure=True)
+    assert (second.misses, second.hits, len(calls)) == (0, 1, 1)
+    third = builder(retry=True)
+    with pytest.raises(PackageFailed):
+        third.cached_dir("k" * 64, "dependencies intel-tensorflow", lookup,
+                         remember_failure=True)
+    assert len(calls) == 2
+    # an entry made and used again in one build is "shared", not "reused from earlier"
+    b = builder()
+    b.cached_dir("s" * 64, "x", lambda tmp: (tmp / "f").write_text("1"))
+    b.cached_dir("s" * 64, "x", lambda tmp: None)
+    assert (b.misses, b.hits, b.shared) == (1, 0, 1)

@@ -46,9 +46,12 @@ def test_build_report_and_cache(tmp_path, tiny_keras, cache_env):
     gate = next(g for g in fp16["gates"] if g["gate"] == "fp16_native")
     assert not gate["passed"] and "no fp16 arithmetic" in gate["why"]
     assert report["ship"] != "fp16"
-    # its .ort keeps the fp16 weights (the extended levels would add fp32 copies: 2x)
-    assert (out / "fp16.ort").stat().st_size < 1.4 * (out / "fp16.onnx").stat().st_size
+    # its .ort keeps the fp16 weights: the extended levels add fp32 copies (2.1x the .onnx
+    # on mobilenet-lambda's students, 1.2x this way; on this tiny model the format's own
+    # overhead dominates either way)
     assert "fp16 weights kept" in fp16["validation"]["ort_format"]["optimization"]
+    assert "all but NCHWc" in next(a for a in report["artifacts"] if a["name"] == "fp32")[
+        "validation"]["ort_format"]["optimization"]
     assert report["host"]["flags"] == sorted(report["host"]["flags"])
     assert report["target"]["threads"] == 1
     md = (out / "report.md").read_text()
