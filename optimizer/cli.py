@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -45,16 +45,33 @@ def _emit(as_json: bool, doc: dict[str, Any], text: Callable[[], None]) -> None:
         text()
 
 
+_signalled: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    _signalled.append(signum)
     raise KeyboardInterrupt  # so `finally` blocks remove temporary folders on SIGTERM too
+
+
+def _interrupted() -> NoReturn:
+    typer.echo("interrupted; nothing was published", err=True)
+    raise typer.Exit(130) from None
 
 
 def _guard(as_json: bool, fn: Callable[[], int]) -> None:
     """Runs a command; known failures become one line on stderr (or JSON) and an exit code."""
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         code = fn()
-    except OptimizerError as exc:
+    except KeyboardInterrupt:
+        _interrupted()
+    except Exception as exc:
+        if _signalled:
+            # the signal landed inside native code (TensorFlow) and came back as its error
+            _interrupted()
+        if not isinstance(exc, OptimizerError):
+            raise
         lines = exc.lines
         if as_json:
             doc = {"ok": False, "exit_code": exc.exit_code, "error": lines[0]}
@@ -66,9 +83,6 @@ def _guard(as_json: bool, fn: Callable[[], int]) -> None:
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted; nothing was published", err=True)
-        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 

@@ -293,3 +293,17 @@ def test_npz_without_y_and_class_reorder(tmp_path):
                for i in range(0, 1797, 97))
     renamed = load_dataset(DigitsDataset(kind="sklearn-digits", classes=WORDS))
     assert renamed.classes[renamed.labels[7]] == WORDS[base.labels[7]]
+
+
+def test_label_files_in_the_forms_exporters_write(tmp_path):
+    from optimizer.data.label_names import parse
+    from optimizer.errors import BadInput
+
+    assert parse("cat\ndog\n\n", "f") == ["cat", "dog"]
+    assert parse('["cat", "dog"]', "f") == ["cat", "dog"]
+    assert parse("{0: 'person', 1: 'bicycle'}", "f") == ["person", "bicycle"]  # YOLO's
+    assert parse('{"1": "b", "0": "a"}', "f") == ["a", "b"]
+    for bad, why in (("{0: 'a', 2: 'c'}", "0..1"), ("a\na\n", "more than once"),
+                     ("[1, [2]]", "list of names"), ("", "no labels")):
+        with pytest.raises(BadInput, match=why):
+            parse(bad, "f")

@@ -4,7 +4,6 @@ built by README line 1 and CI)."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,17 +11,10 @@ import numpy as np
 from typer.testing import CliRunner
 
 from optimizer.cli import app
+from tests.conftest import user_model_maker
 
 runner = CliRunner()
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-def _maker():
-    spec = importlib.util.spec_from_file_location("make_user_model",
-                                                  RECIPES / "models" / "make_user_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_user_photos_recipe_ships_and_reads_every_photo_format(tmp_path, cache_env):
@@ -37,7 +29,7 @@ def test_user_photos_recipe_ships_and_reads_every_photo_format(tmp_path, cache_e
     fn = next(p for p in doc["packages"] if p["kind"] == "zip")
     assert fn["proof"]["classes_checked"] == 10
 
-    maker = _maker()
+    maker = user_model_maker()
     images, labels = maker._digits()
     order = np.random.default_rng(0).permutation(len(images))
     truth = labels[order[maker.TRAIN:]]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from optimizer.data.label_names import parse
 from optimizer.errors import BadInput
 from optimizer.package.archive import safe_name
 
@@ -338,8 +339,6 @@ def _floats(value, what: str, where: str) -> list[float] | None:
 def _labels(arc: Archive, plan: _Plan) -> list[str] | None:
     if plan.synset is None:
         return None
-    from optimizer.sources.labels import parse
-
     text = arc.read_bytes(plan.synset).decode("utf-8", errors="replace")
     return parse(text, f"{arc.path}: {plan.synset}")
 

@@ -32,14 +32,14 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8), d.target
 
 
-def train(images: np.ndarray, labels: np.ndarray) -> None:
+def cnn(size: int, x: np.ndarray, labels: np.ndarray):
+    """The kind of model a user brings: its own Rescaling layer, trained elsewhere (the
+    tests train the same one at 16 px)."""
     import keras
 
     keras.utils.set_random_seed(0)
-    x = np.stack([np.asarray(Image.fromarray(i).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-                             .convert("RGB")) for i in images]).astype("float32")
     model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3), name="image"), keras.layers.Rescaling(1 / 255),
+        keras.Input((size, size, 3), name="image"), keras.layers.Rescaling(1 / 255),
         keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
@@ -48,7 +48,13 @@ def train(images: np.ndarray, labels: np.ndarray) -> None:
     ])
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, labels, epochs=25, batch_size=32, verbose=0)
-    model.save(HERE / "digit-cnn.keras")
+    return model
+
+
+def train(images: np.ndarray, labels: np.ndarray) -> None:
+    x = np.stack([np.asarray(Image.fromarray(i).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+                             .convert("RGB")) for i in images]).astype("float32")
+    cnn(SIZE, x, labels).save(HERE / "digit-cnn.keras")
     (HERE / "digit-cnn.labels.txt").write_text("\n".join(WORDS) + "\n")
 
 
