@@ -84,6 +84,8 @@ def main() -> None:
             "epochs": info["training"]["epoch"], "best_epoch": info["training"]["best_epoch"],
             "best_val_accuracy": info["training"]["best_val"],
             "train_seconds": round(sum(info["training"]["history"]["seconds"]), 1),
+            # a cached run's seconds are from the build that trained it
+            "trained_in_this_run": not a["cached"],
         })
     by = {x["run"]: x for x in rows}
     gains = {f"{round(f * 100):g}pct": round(
@@ -102,6 +104,7 @@ def main() -> None:
         "runs": rows,
         "distill_minus_labels_points": gains,
         "seconds": round(time.perf_counter() - t0, 1),
+        "cache": {k: r["cache"][k] for k in ("hits", "misses", "all_cached")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -111,6 +114,8 @@ def main() -> None:
     for x in rows:
         print(f"{x['run']:<16}{x['labeled']:>9}{x['unlabeled']:>10}{x['test_accuracy']:>9.2f}"
               f"{x['epochs']:>8}{x['train_seconds']:>9.1f}")
+    if r["cache"]["all_cached"]:
+        print("every run came from the cache: its seconds are from the build that trained it")
     for tag, gain in gains.items():
         print(f"distillation minus labels alone at {tag} labels: {gain:+.2f} points")
     print(f"wrote {args.out}")
