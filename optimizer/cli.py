@@ -366,6 +366,9 @@ def invoke(
     = None,
     handler: Annotated[str | None, typer.Option(help="handler [default: the package's]")]
     = None,
+    snap_start: Annotated[bool, typer.Option(
+        "--snap-start", help="start as a SnapStart version: init and the before-snapshot "
+        "hooks, a restore, the after-restore hooks, then the event (zip packages)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a package once as Lambda would; print the response and the REPORT line."""
@@ -375,14 +378,17 @@ def invoke(
 
         from optimizer import targets
         from optimizer.lambda_local.deployable import open_deployable
-        from optimizer.lambda_local.session import Session
+        from optimizer.lambda_local.session import Session, describe_init
 
         _memory_sizes(str(memory))
         with tempfile.TemporaryDirectory(prefix="optimizer-invoke-") as work:
             dep = open_deployable(package, Path(work), runtime, handler)
+            if snap_start and dep.kind != "zip":
+                raise BadInput(f"{package}: container images cannot use SnapStart; "
+                               "--snap-start is for zip packages")
             payload = _event(dep, event)
             session = Session(dep.make(memory, targets.vcpus(memory), timeout), memory,
-                              timeout)
+                              timeout, snap_start=snap_start)
             try:
                 report = session.invoke(payload)
                 cap = session.instance.cap_method
@@ -402,6 +408,15 @@ def invoke(
                     pass
             typer.echo(json.dumps(out, indent=2))
             typer.echo(report.line())
+            if report.init_ms is not None and report.status == "ok":
+                typer.echo(describe_init(report.init_breakdown))
+            if report.restore:
+                after = report.restore.get("after_restore") or {}
+                typer.echo(f"SnapStart: init {report.init_ms:.0f} ms before the snapshot; "
+                           f"after restore {after.get('after_restore_ms', '?')} ms in the "
+                           f"handler's hook, {after.get('threads', '?')} thread(s)"
+                           f"{', model reloaded' if after.get('reloaded') else ''} (a restore "
+                           "here resumes the same process; Lambda's also loads the snapshot)")
             if report.note:
                 typer.echo(f"note: {report.note}")
             if doc.get("hint"):
@@ -428,6 +443,9 @@ def tune(
     instance_price: Annotated[float | None, typer.Option(
         help="hourly USD of an always-on alternative, for the break-even volume")] = None,
     instance_vcpus: Annotated[int, typer.Option(min=1, help="its vCPU count")] = 1,
+    cold_per_1000: Annotated[float, typer.Option(
+        min=0, max=1000, help="cold starts per 1,000 requests the cost assumes (each bills its "
+        "Init Duration)")] = 10.0,
     out: Annotated[Path, typer.Option(help="folder for tune.json and tune.html")]
     = Path("artifacts/tune"),
     as_json: JsonOpt = False,
@@ -451,7 +469,7 @@ def tune(
             payload = _event(dep, event, one_image=True)
             doc = tuning.run(dep, payload, sizes, invocations, strategy, timeout, concurrency,
                              (instance_price, instance_vcpus) if instance_price else None,
-                             progress.log)
+                             progress.log, cold_per_1000)
         out.mkdir(parents=True, exist_ok=True)
         (out / "tune.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out / "tune.html").write_text(render(doc))

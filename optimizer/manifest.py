@@ -24,7 +24,8 @@ KINDS: tuple[tuple[str, str], ...] = (
     (".onnx", "model/onnx"), (".tflite", "model/tflite"), (".keras", "model/keras"),
     (".ort", "model/ort"), ("function.zip", "package/function-zip"),
     (".zip", "package/layer-zip"), ("image.tar", "package/image-tarball"),
-    ("sample-event.json", "package/sample-event"), ("report.json", "report/json"),
+    ("sample-event.json", "package/sample-event"), ("template.yaml", "package/sam-template"),
+    ("report.json", "report/json"),
     ("report.md", "report/markdown"), ("preprocess.json", "contract/preprocess"),
     ("labels.json", "contract/labels"), (".svg", "plot"), (".html", "plot"),
 )

@@ -29,6 +29,7 @@ from optimizer.package.build import Packager, Packages
 from optimizer.package.image import preflight as image_preflight
 from optimizer.progress import Progress
 from optimizer.recipe import Recipe
+from optimizer.report import cost as report_cost
 from optimizer.report import migration, students
 from optimizer.report import packages as report_packages
 from optimizer.runtime_compare import RuntimeComparison
@@ -476,6 +477,8 @@ class Builder:
             report["packages"], report["package_notes"] = packages.records, packages.notes
             if packages.tune is not None:
                 report["tune"] = packages.tune
+            if cost := report_cost.section(report, self.recipe.gates.cold_starts_per_1000):
+                report["cost"] = cost
             # after the sweep: the cost comparison prefers its measured rows
             if mig := migration.section(report, self.recipe.gates.baselines):
                 report["migration"] = mig

@@ -350,6 +350,10 @@ class Gates(Strict):
         default=False, description="fail the build (exit 1) when a package could not be run "
         "on the target's CPU or a compared target could not be timed (qemu-user or "
         "debootstrap missing); `optimizer build --require-proof` sets it too")
+    cold_starts_per_1000: float = Field(
+        default=targets.DEFAULT_COLD_STARTS_PER_1000, ge=0, le=1000,
+        description="cold starts per 1,000 requests the cost per million assumes (each bills "
+        "its Init Duration)")
     baselines: list[str] = Field(
         default_factory=list, description="server setups to compare cost with, from "
         f"`optimizer targets` ({', '.join(targets.BASELINES)})")
@@ -408,6 +412,17 @@ class TuneConfig(Strict):
         return v
 
 
+class DeployConfig(Strict):
+    """What template.yaml (AWS SAM) sets besides what the build decides."""
+
+    timeout_s: int = Field(default=30, ge=1, le=int(targets.LIMITS.max_timeout_s))
+    function_url: Literal["AWS_IAM", "NONE"] | None = Field(
+        default="AWS_IAM", description="a Function URL with this auth type (NONE = public); "
+        "null = no URL")
+    snap_start: bool = Field(default=True, description="SnapStart on published versions, "
+                             "where Lambda allows it (zip, Python 3.12+)")
+
+
 class PackageConfig(Strict):
     """Empty means no package; `zip` and `image` may both be given."""
 
@@ -420,6 +435,7 @@ class PackageConfig(Strict):
                             description="images per request before a 413 error")
     tune: TuneConfig | None = Field(default=None, description="memory sweep of the zip (or "
                                     "else the image) as part of validation")
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
 
 # --- the recipe ----------------------------------------------------------------------

@@ -39,6 +39,10 @@ class Runtime(BaseModel):
     python: str
     os: str
     glibc: str
+    # SnapStart for Python began with 3.12, for zip functions only
+    snap_start: bool = False
+    # from this date Lambda creates no new function on the runtime
+    deprecated: str | None = None
 
 
 class Target(BaseModel):
@@ -87,14 +91,20 @@ VCPU_STEPS: tuple[tuple[int, int], ...] = (
 )
 
 PRICE_PER_REQUEST = 0.20 / 1_000_000
+# cold starts assumed per 1,000 requests where the recipe or `tune` does not say: 1%, a
+# cautious figure for steady traffic (bursty or rare traffic has far more)
+DEFAULT_COLD_STARTS_PER_1000 = 10.0
 BILLING_GRANULARITY_MS = 1
 
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
-        Runtime(name="python3.11", python="3.11", os="Amazon Linux 2", glibc="2.26"),
-        Runtime(name="python3.12", python="3.12", os="Amazon Linux 2023", glibc="2.34"),
-        Runtime(name="python3.13", python="3.13", os="Amazon Linux 2023", glibc="2.34"),
+        Runtime(name="python3.11", python="3.11", os="Amazon Linux 2", glibc="2.26",
+                deprecated="2026-06-30"),
+        Runtime(name="python3.12", python="3.12", os="Amazon Linux 2023", glibc="2.34",
+                snap_start=True),
+        Runtime(name="python3.13", python="3.13", os="Amazon Linux 2023", glibc="2.34",
+                snap_start=True),
     )
 }
 
@@ -255,11 +265,24 @@ def threads_for(memory_mb: int) -> int:
     return threads_for_memory(memory_mb, VCPU_STEPS, MB_PER_VCPU)
 
 
-def cost_per_million(duration_ms: float, memory_mb: int, target: str) -> float:
-    """USD per 1M requests: billed duration rounded up to the granularity, plus request fee."""
-    billed_ms = math.ceil(duration_ms / BILLING_GRANULARITY_MS) * BILLING_GRANULARITY_MS
-    gb_s = billed_ms / 1000.0 * memory_mb / 1024.0
-    return 1_000_000 * (gb_s * TARGETS[target].price_gb_s + PRICE_PER_REQUEST)
+def billed_ms(ms: float) -> int:
+    """A duration as Lambda bills it: rounded up to the granularity, at least one unit."""
+    g = BILLING_GRANULARITY_MS
+    return max(g, math.ceil(ms / g) * g)
+
+
+def cost_per_million(duration_ms: float, memory_mb: int, target: str,
+                     cold_ms: float | None = None, cold_starts_per_1000: float = 0.0) -> float:
+    """USD per 1M requests: each billed per ms, plus the request fee. Of every 1,000 requests
+    `cold_starts_per_1000` are cold and billed `cold_ms` (Init Duration plus that request's
+    duration): since 1 August 2025 Lambda bills the INIT phase of zip functions on managed
+    runtimes too. One formula for the build's report and for `optimizer tune`."""
+    def gb_s(ms: float) -> float:
+        return billed_ms(ms) / 1000.0 * memory_mb / 1024.0
+
+    share = cold_starts_per_1000 / 1000.0 if cold_ms is not None else 0.0
+    per_request = (1 - share) * gb_s(duration_ms) + share * gb_s(cold_ms or 0.0)
+    return 1_000_000 * (per_request * TARGETS[target].price_gb_s + PRICE_PER_REQUEST)
 
 
 def as_dict() -> dict:
@@ -279,3 +302,8 @@ def as_dict() -> dict:
         "baselines": {k: {**v.model_dump(), "usd_per_million_images":
                           round(v.usd_per_million_images, 4)} for k, v in BASELINES.items()},
     }
+
+
+def lambda_architecture(arch: str) -> str:
+    """Lambda's name for a machine architecture (its API says arm64, not aarch64)."""
+    return "arm64" if arch == "aarch64" else "x86_64"

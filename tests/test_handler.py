@@ -80,6 +80,43 @@ def _call(app, event):
     return resp["statusCode"], json.loads(resp["body"])
 
 
+def test_init_is_timed_by_part_and_warms_the_model_up(app, monkeypatch):
+    parts = app.INIT_BREAKDOWN
+    steps = ("numpy_ms", "image_library_ms", "runtime_import_ms", "model_load_ms", "warmup_ms")
+    assert all(parts[k] >= 0 for k in steps) and parts["warmup_ms"] > 0
+    assert sum(parts[k] for k in steps) <= parts["handler_ms"] + 0.1
+    assert parts["runtime_start_ms"] is None or parts["runtime_start_ms"] >= 0
+    # the warm-up went through the request path: decoders and the session are ready
+    calls = []
+    monkeypatch.setattr(app, "RUN", lambda x: calls.append(x.shape) or np.full((1, 4), 0.25))
+    app._warm_up()
+    assert calls == [(1, 8, 8, 1)]
+
+
+def test_snap_start_hooks_warm_reseed_and_follow_the_memory_size(app, monkeypatch, capsys):
+    import json as _json
+
+    def label() -> tuple[str, int]:
+        _, body = _call(app, {"image": _b64(_png(3))})
+        return body["predictions"][0]["top"][0]["label"], body["threads"]
+
+    app.before_snapshot()
+    assert "OPTIMIZER_SNAPSHOT " in capsys.readouterr().out
+    np.random.seed(0)
+    state = np.random.get_state()[1].copy()
+    app.after_restore()  # same environment: reseeded, nothing reloaded
+    restore = _json.loads(capsys.readouterr().out.split("OPTIMIZER_RESTORE ")[1])
+    assert restore["reloaded"] is False and restore["threads"] == 1
+    assert not np.array_equal(np.random.get_state()[1], state)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008")  # two vCPUs
+    app.after_restore()
+    assert _json.loads(capsys.readouterr().out.split("OPTIMIZER_RESTORE ")[1])["reloaded"]
+    assert label() == ("class-3", 2)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1769")
+    app.after_restore()
+    assert label() == ("class-3", 1)
+
+
 def test_function_url_binary_body(app):
     status, body = _call(app, {"rawPath": "/", "isBase64Encoded": True,
                                "headers": {"Content-Type": "image/png"},

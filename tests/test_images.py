@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from optimizer.cli import app
 from tests.test_package import build, package_recipe, sha
+from tests.test_template import lint
 
 runner = CliRunner()
 
@@ -61,6 +62,9 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
         assert 400 <= rec["proof"]["bad_request_status"] < 500
         assert all(lim["ok"] for lim in rec["limits"])
     assert tarball["proof"]["loaded_with"] == "docker load"
+    template = (tmp_path / "out1/package/template.yaml").read_text()
+    assert lint(template) == [] and "PackageType: Image" in template
+    assert f"ImageUri: {image['ref']}" in template and "SnapStart" not in template
     assert tarball["config_bytes"] < 16 * 1024
     assert [layer["from"] for layer in tarball["layers"]] == ["base", "optimizer", "optimizer"]
 
@@ -78,6 +82,9 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
     label = json.loads(run["response"]["body"])["predictions"][0]["top"][0]["label"]
     assert label == image["proof"]["expected"] and run["init_ms"] > 0
     assert "Max Memory Used" in run["report"] and "--memory 1769m" in run["cap_method"]
+    assert run["init_breakdown"]["model_load_ms"] > 0  # read from the container's log
+    snap = runner.invoke(app, ["invoke", f"docker://{image['ref']}", "--snap-start"])
+    assert snap.exit_code == 2 and "container images cannot use SnapStart" in snap.output
     # the build's folder is enough: it runs that build's image with its sample event
     folder = runner.invoke(app, ["invoke", str(tmp_path / "out1"), "--json"])
     assert folder.exit_code == 0, folder.output

@@ -33,6 +33,25 @@ FUNCTION = """
     def fails(event, context):
         raise ValueError("bad input, said the handler")
 
+    STATE = {"hooks": []}
+    try:
+        from snapshot_restore_py import register_after_restore, register_before_snapshot
+    except ImportError:
+        pass
+    else:
+        @register_before_snapshot
+        def _snap():
+            STATE["hooks"].append("before_snapshot")
+
+        @register_after_restore
+        def _restore():
+            if pathlib.Path(os.environ["LAMBDA_TASK_ROOT"], "no-restore").exists():
+                raise RuntimeError("cannot refresh after restore")
+            STATE["hooks"].append("after_restore")
+
+    def hooks(event, context):
+        return STATE["hooks"]
+
     def hog(event, context):
         block = bytearray(event["mb"] * 1024 * 1024)
         for i in range(0, len(block), 4096):
@@ -50,10 +69,11 @@ def function_zip(tmp_path_factory) -> Path:
     return root / "function.zip"
 
 
-def session(function_zip, tmp_path, handler, memory_mb=1769, timeout_s=5.0) -> Session:
+def session(function_zip, tmp_path, handler, memory_mb=1769, timeout_s=5.0,
+            snap_start=False) -> Session:
     dep = open_deployable(str(function_zip), tmp_path / handler, "python3.12", f"fn.{handler}")
     return Session(dep.make(memory_mb, targets.vcpus(memory_mb), timeout_s), memory_mb,
-                   timeout_s)
+                   timeout_s, snap_start=snap_start)
 
 
 def test_cold_then_warm_with_a_report_line(function_zip, tmp_path):
@@ -121,3 +141,29 @@ def test_memory_over_the_size_is_killed_and_the_next_call_serves(function_zip, t
         s.close()
     assert over.status == "killed" and "Runtime.OutOfMemory" in over.error
     assert fine.status == "ok" and fine.response == 8 * 1024 * 1024
+
+
+def test_snap_start_runs_the_hooks_around_a_restore(function_zip, tmp_path):
+    """Init, the before-snapshot hooks, /restore/next, the after-restore hooks, then events;
+    an after-restore hook that raises is reported as the runtime reports it."""
+    s = session(function_zip, tmp_path, "hooks", snap_start=True)
+    try:
+        first, second = s.invoke({}), s.invoke({})
+    finally:
+        s.close()
+    assert first.status == "ok" and first.response == ["before_snapshot", "after_restore"]
+    assert first.restore_ms is not None and first.restore_ms >= 0 and first.init_ms > 0
+    assert "Restore Duration:" in first.line() and "Init Duration" not in first.line()
+    assert second.restore_ms is None and second.response == first.response
+    plain = session(function_zip, tmp_path / "plain", "hooks")  # on demand: no hook runs
+    try:
+        assert plain.invoke({}).response == []
+    finally:
+        plain.close()
+    s = session(function_zip, tmp_path / "failing", "hooks", snap_start=True)
+    (tmp_path / "failing" / "hooks" / "task" / "no-restore").write_text("")
+    try:
+        failed = s.invoke({})
+    finally:
+        s.close()
+    assert failed.status == "init_error" and "cannot refresh after restore" in failed.error

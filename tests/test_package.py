@@ -16,6 +16,7 @@ from optimizer import targets
 from optimizer.cli import app
 from optimizer.errors import BadInput
 from optimizer.package import archive, elfcheck, lambda_zip, layers, sizes
+from optimizer.package.slim import ORPHAN_RULE
 from optimizer.validate import isa
 from tests.conftest import build, package_recipe, sha
 
@@ -49,7 +50,25 @@ def test_zip_package_fits_and_runs_its_handler(zip_build):
     assert "handler/app.py" in names and "model/model.onnx" in names
     layer_names = zipfile.ZipFile(root / "out" / "package" / "layer-1.zip").namelist()
     assert all(n.startswith("python/") for n in layer_names)
-    assert not any("/tests/" in n or n.endswith(".pyc") for n in layer_names)
+    assert not any("/tests/" in n for n in layer_names)
+    # slimmed further than the wheels' own needs: no AVIF, fonts, colour management, unused
+    # numpy parts or protobuf, and no vendored library that only those needed
+    for gone in ("python/PIL/_avif", "python/PIL/_imagingft", "python/PIL/_imagingcms",
+                 "python/numpy/random/", "python/numpy/fft/", "python/google/protobuf/"):
+        assert not any(n.startswith(gone) for n in layer_names), gone
+    assert not any(lib in n for n in layer_names for lib in ("libavif", "libfreetype",
+                                                              "liblcms2", "libharfbuzz"))
+    assert any(n.startswith("python/pillow.libs/libtiff") for n in layer_names)  # _imaging's
+    assert slim["removed_by_rule"][ORPHAN_RULE] > 0
+    # bytecode for what init imports, compiled by Python 3.12 as unchecked-hash pycs
+    pycs = [n for n in names + layer_names if n.endswith(".pyc")]
+    assert fn["bytecode"]["selected"] == "imported during init"
+    assert fn["bytecode"]["pyc_files"] == len(pycs) and not fn["bytecode"]["compile_errors"]
+    assert "handler/__pycache__/app.cpython-312.pyc" in names
+    numpy_init = "python/numpy/__pycache__/__init__.cpython-312.pyc"
+    with zipfile.ZipFile(root / "out" / "package" / "layer-1.zip") as z:
+        assert int.from_bytes(z.read(numpy_init)[4:8], "little") == 0b01  # PEP 552
+    assert not any(n.startswith("python/numpy/ma/") for n in pycs)  # never imported
     md = (root / "out" / "report.md").read_text()
     assert "## Packages" in md and "function.zip" in md
 
@@ -199,6 +218,24 @@ def test_package_section_errors_point_at_the_line(tmp_path, tiny_keras):
     assert result.exit_code == 2 and "package.zip.layers" in result.output
 
 
+def test_vendored_libraries_nothing_needs_are_found_through_their_dependents(tmp_path):
+    import PIL
+
+    from optimizer.package.slim import orphans
+
+    site = Path(PIL.__file__).parent.parent
+    root = tmp_path / "deps"
+    (root / "PIL").mkdir(parents=True)
+    imaging = next((site / "PIL").glob("_imaging.cpython*.so"))
+    (root / "PIL" / imaging.name).write_bytes(imaging.read_bytes())
+    shutil.copytree(site / "pillow.libs", root / "pillow.libs")
+    gone = {p.name.split("-")[0] for p in orphans(root)}
+    # _imaging needs libtiff, which needs libzstd and liblzma: kept; the font and AVIF
+    # libraries only their own (absent) modules needed
+    assert {"libfreetype", "libharfbuzz", "libavif"} <= gone
+    assert not gone & {"libtiff", "libjpeg", "libzstd", "liblzma"}
+
+
 def test_slimming_never_removes_a_library_a_kept_one_needs(tmp_path, monkeypatch):
     import numpy
 
@@ -268,8 +305,34 @@ def test_invoke_runs_the_built_zip_and_prints_a_report_line(zip_build):
     for part in ("Duration:", "Billed Duration:", "Memory Size: 1024 MB", "Max Memory Used:",
                  "Init Duration:"):
         assert part in inv["report"]
+    parts = inv["init_breakdown"]  # the handler's own timing, read from its log
+    for key in ("runtime_start_ms", "numpy_ms", "image_library_ms", "runtime_import_ms",
+                "model_load_ms", "warmup_ms", "handler_ms", "other_ms"):
+        assert parts[key] is not None and parts[key] >= 0, key
+    assert parts["runtime_import_ms"] > 0 and parts["warmup_ms"] > 0
+    # the process start time has 10 ms resolution (/proc/self/stat)
+    assert parts["runtime_start_ms"] + parts["handler_ms"] + parts["other_ms"] == \
+        pytest.approx(inv["init_ms"], abs=15.0)
     text = runner.invoke(app, ["invoke", str(root / "out")])
     assert text.exit_code == 0 and "REPORT RequestId" in text.output
+    assert "init: interpreter and runtime client" in text.output and "warm-up" in text.output
+
+
+def test_invoke_as_a_snap_start_version(zip_build):
+    """The packaged handler's hooks under the real runtime client: the model is warmed up
+    before the snapshot and the thread count re-read after the restore."""
+    root, _, _ = zip_build
+    result = runner.invoke(app, ["invoke", str(root / "out"), "--snap-start", "--json",
+                                 "--memory", "3008"])
+    assert result.exit_code == 0, result.output
+    inv = json.loads(result.stdout)
+    body = json.loads(inv["response"]["body"])
+    assert inv["restore_ms"] >= 0 and "Restore Duration:" in inv["report"]
+    assert inv["restore"]["before_snapshot"]["warmup_ms"] > 0
+    after = inv["restore"]["after_restore"]
+    assert after["threads"] == body["threads"] == 2 and after["reloaded"] is False
+    text = runner.invoke(app, ["invoke", str(root / "out"), "--snap-start"])
+    assert text.exit_code == 0 and "SnapStart: init" in text.output
 
 
 def test_invoke_function_zip_brings_its_layers_and_sample(zip_build, tmp_path):
@@ -303,11 +366,13 @@ def test_tune_over_five_sizes_writes_json_and_plot(zip_build, tmp_path):
         assert row["init_ms"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
         assert row["cost_per_million_usd"] > targets.PRICE_PER_REQUEST * 1e6
     assert doc["recommended_memory_mb"] in {256, 512, 1024, 1769, 3008}
+    assert all(row["init_breakdown"]["model_load_ms"] > 0 for row in doc["rows"])
     assert doc["concurrency"]["errors"] == 0 and doc["concurrency"]["requests"] == 6
     assert doc["always_on"]["crossover_requests_per_month"] > 0
     saved = json.loads((tmp_path / "tune.json").read_text())
     assert saved["rows"] == doc["rows"]
-    assert "<svg" in (tmp_path / "tune.html").read_text()
+    page = (tmp_path / "tune.html").read_text()
+    assert "<svg" in page and "Init Duration by part" in page and "inference runtime" in page
 
 
 def test_invoke_rejects_a_missing_event_and_a_bad_memory_size(zip_build, tmp_path):
@@ -331,4 +396,16 @@ def test_build_runs_the_memory_sweep_as_validation(zip_build, tmp_path, tiny_ker
     assert tune["strategy"] == "speed" and tune["recommended_memory_mb"] in (512, 1769)
     assert all(not r["errors"] and r["init_ms"] > 0 for r in tune["rows"])
     assert (tmp_path / "out/package/tune.html").is_file()
-    assert "## Memory sweep" in (tmp_path / "out/report.md").read_text()
+    md = (tmp_path / "out/report.md").read_text()
+    assert "## Memory sweep" in md and "Init Duration by part (ms)" in md
+    # the report's cost bills the sweep's cold start at the target's size, in the stated share
+    cost = json.loads(result.stdout)["cost"]
+    row = next(x for x in tune["rows"] if x["memory_mb"] == 1769)
+    assert cost["cold_from"].startswith("memory sweep at 1769 MB")
+    assert cost["cold_request_ms"] == pytest.approx(row["init_ms"] + row["cold_duration_ms"],
+                                                    abs=0.1)
+    assert cost["usd"] > cost["warm_only_usd"] and cost["cold_starts_per_1000"] == 10
+    assert "with 10 cold starts per 1,000 requests" in md
+    assert all(x["cost_per_million_with_cold_usd"] > x["cost_per_million_usd"]
+               for x in tune["rows"])
+    assert "function.zip proof (Python 3.12" in md and "model load" in md

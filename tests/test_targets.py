@@ -35,6 +35,16 @@ def test_cost_per_million_bills_whole_milliseconds():
         100, 1024, "x86_64")
 
 
+def test_cold_starts_bill_their_init_in_the_stated_share():
+    warm = targets.cost_per_million(100, 1024, "x86_64")
+    # 10 in 1,000 requests also bill 400 ms of init: 0.99 * 100 ms + 0.01 * 500 ms
+    expected = 1e6 * ((0.99 * 0.1 + 0.01 * 0.5) * 0.0000166667) + 0.20
+    assert targets.cost_per_million(100, 1024, "x86_64", cold_ms=500,
+                                    cold_starts_per_1000=10) == pytest.approx(expected)
+    assert targets.cost_per_million(100, 1024, "x86_64", cold_ms=500) == warm  # share 0
+    assert targets.billed_ms(0.2) == 1 and targets.billed_ms(100.2) == 101
+
+
 def test_limits_are_the_published_numbers():
     assert targets.LIMITS.zip_upload_bytes == 50 * 1024 * 1024
     assert targets.LIMITS.unzipped_bytes == 250 * 1024 * 1024

@@ -16,8 +16,12 @@ from optimizer.hostinfo import peak_rss_bytes
 from optimizer.lambda_local.caps import ProcessCaps, cgroup_peak
 
 
-def lambda_env(api: str, memory_mb: int, timeout_s: float) -> dict[str, str]:
+def lambda_env(api: str, memory_mb: int, timeout_s: float,
+               init_type: str = "on-demand") -> dict[str, str]:
+    """`init_type` snap-start makes awslambdaric run the SnapStart hooks around
+    /restore/next, as in a version being published with SnapStart on."""
     return {
+        "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
         "AWS_LAMBDA_RUNTIME_API": api,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
         "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(timeout_s)),
@@ -44,6 +48,7 @@ class ProcessInstance:
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
         self.started = 0.0
+        self.init_type = "on-demand"
 
     def start(self, api: str) -> None:
         if not self.caps.dirs and self.caps.method.startswith("cgroup"):
@@ -54,7 +59,7 @@ class ProcessInstance:
                 self.task, self.opt / "python", self.runtime_dir)),
             "LAMBDA_TASK_ROOT": str(self.task), "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
             "HOME": str(self.task.parent),
-            **lambda_env(api, self.memory_mb, self.timeout_s),
+            **lambda_env(api, self.memory_mb, self.timeout_s, self.init_type),
         }
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -96,6 +101,7 @@ class ContainerInstance:
         self.ref, self.memory_mb, self.cpus, self.timeout_s = ref, memory_mb, cpus, timeout_s
         self.container = None
         self.started = 0.0
+        self.init_type = "on-demand"
         self.cap_method = (f"docker --memory {memory_mb}m --memory-swap {memory_mb}m "
                            f"--cpus {cpus:.3f}")
 
@@ -104,7 +110,7 @@ class ContainerInstance:
         self.container = self.client.containers.run(
             self.ref, detach=True, network_mode="host", mem_limit=f"{self.memory_mb}m",
             memswap_limit=f"{self.memory_mb}m", nano_cpus=int(self.cpus * 1e9),
-            environment=lambda_env(api, self.memory_mb, self.timeout_s))
+            environment=lambda_env(api, self.memory_mb, self.timeout_s, self.init_type))
 
     def alive(self) -> bool:
         if self.container is None:

@@ -1,9 +1,10 @@
 """A local Lambda Runtime API: the HTTP interface a runtime client polls for events.
 
-Implements the 2018-06-01 paths (next invocation, response, error, init error) with the
-headers awslambdaric reads, so a real runtime client (in a container or a process) runs
-the packaged handler exactly as on Lambda. One emulator may serve several instances; each
-takes one event at a time, as on Lambda.
+Implements the 2018-06-01 paths (next invocation, response, error, init error, and
+SnapStart's restore next and restore error) with the headers awslambdaric reads, so a real
+runtime client (in a container or a process) runs the packaged handler exactly as on
+Lambda. One emulator may serve several instances; each takes one event at a time, as on
+Lambda.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ class RuntimeAPI:
         self.init_failed = threading.Event()
         self.waiting = 0  # runtimes blocked in /next: each is initialised and idle
         self.first_poll: float | None = None
+        # SnapStart: the runtime asks for /restore/next once init and the before-snapshot
+        # hooks are done; it is answered when `restore` is set, as if from a snapshot
+        self.snapshot_ready: float | None = None
+        self.restore = threading.Event()
+        self.restore_error: Any = None
+        self.restore_failed = threading.Event()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +86,10 @@ class RuntimeAPI:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
             def do_GET(self) -> None:
+                if self.path == f"{PREFIX}/restore/next":
+                    api.snapshot_ready = time.perf_counter()
+                    api.restore.wait()
+                    return self._reply(200)
                 if self.path != f"{PREFIX}/invocation/next":
                     return self._reply(404)
                 with api._lock:
@@ -109,6 +120,10 @@ class RuntimeAPI:
             def do_POST(self) -> None:
                 body = self._body()
                 parts = self.path.removeprefix(PREFIX).strip("/").split("/")
+                if parts == ["restore", "error"]:
+                    api.restore_error = _json(body)
+                    api.restore_failed.set()
+                    return self._reply(202)
                 if parts == ["init", "error"]:
                     api.init_error = _json(body)
                     api.init_failed.set()
@@ -142,6 +157,9 @@ class RuntimeAPI:
         """Before starting a new instance: forget the previous one's init state."""
         self.init_error, self.first_poll = None, None
         self.init_failed.clear()
+        self.snapshot_ready, self.restore_error = None, None
+        self.restore.clear()
+        self.restore_failed.clear()
 
     def invoke(self, event: Any, timeout_s: float = 60.0,
                alive: Callable[[], bool] = lambda: True) -> Outcome:
@@ -167,6 +185,7 @@ class RuntimeAPI:
             self._pending.pop(request_id, None)
 
     def close(self) -> None:
+        self.restore.set()
         for _ in range(64):
             self._events.put("")
         self.server.shutdown()

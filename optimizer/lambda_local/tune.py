@@ -14,13 +14,13 @@ import numpy as np
 from optimizer import hostinfo, targets
 from optimizer.lambda_local.deployable import Deployable
 from optimizer.lambda_local.runtime_api import RuntimeAPI
-from optimizer.lambda_local.session import Session, billed
+from optimizer.lambda_local.session import Session
 
 STRATEGIES = ("cost", "speed", "balanced")
 
 
 def price_target(arch: str) -> str:
-    return "arm64" if arch == "aarch64" else "x86_64"
+    return targets.lambda_architecture(arch)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -28,12 +28,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q * 100)) if values else 0.0
 
 
-def _gb_s_cost(ms: float, memory_mb: int, arch: str) -> float:
-    return billed(ms) / 1000 * memory_mb / 1024 * targets.TARGETS[price_target(arch)].price_gb_s
-
-
 def one_size(dep: Deployable, event: Any, memory_mb: int, invocations: int,
-             timeout_s: float) -> dict:
+             timeout_s: float,
+             cold_starts_per_1000: float = targets.DEFAULT_COLD_STARTS_PER_1000) -> dict:
     cpus = targets.vcpus(memory_mb)
     session = Session(dep.make(memory_mb, cpus, timeout_s), memory_mb, timeout_s)
     try:
@@ -52,6 +49,7 @@ def one_size(dep: Deployable, event: Any, memory_mb: int, invocations: int,
         "vcpus": round(cpus, 3),
         "cap_method": cap,
         "init_ms": cold.init_ms,
+        "init_breakdown": cold.init_breakdown,
         "cold_duration_ms": cold.duration_ms,
         "p50_ms": round(percentile(durations, 0.5), 3),
         "p95_ms": round(percentile(durations, 0.95), 3),
@@ -60,31 +58,30 @@ def one_size(dep: Deployable, event: Any, memory_mb: int, invocations: int,
         "errors": [r.error for r in reports if r.status != "ok"],
         "notes": [r.note for r in reports if r.note],
         "invocations": len(reports),
-        "cost_per_million_usd": round(
-            1e6 * (statistics.fmean(_gb_s_cost(d, memory_mb, dep.arch) for d in durations)
-                   + targets.PRICE_PER_REQUEST), 4) if durations else None,
-        "cold_start_cost_usd": _gb_s_cost((cold.init_ms or 0) + cold.duration_ms, memory_mb,
-                                          dep.arch),
-        # the run as measured: one billed cold start (init included) in N + 1 requests
-        "cost_per_million_with_cold_usd": round(1e6 * (
-            (_gb_s_cost((cold.init_ms or 0) + cold.duration_ms, memory_mb, dep.arch)
-             + sum(_gb_s_cost(d, memory_mb, dep.arch) for d in durations)) / (1 + len(durations))
-            + targets.PRICE_PER_REQUEST), 4) if durations else None,
+        "cost_per_million_usd": round(targets.cost_per_million(
+            mean_warm, memory_mb, price_target(dep.arch)), 4) if durations else None,
+        "cold_starts_per_1000": cold_starts_per_1000,
+        "cost_per_million_with_cold_usd": round(targets.cost_per_million(
+            mean_warm, memory_mb, price_target(dep.arch),
+            cold_ms=(cold.init_ms or 0) + cold.duration_ms,
+            cold_starts_per_1000=cold_starts_per_1000), 4) if durations else None,
         "reports": [r.line() for r in reports],
     }
 
 
 def recommend(rows: list[dict], strategy: str) -> dict | None:
-    ok = [r for r in rows if not r["errors"] and r["cost_per_million_usd"] is not None]
+    """By cost with the assumed cold starts billed (init is on the bill), and warm p50."""
+    key = "cost_per_million_with_cold_usd"
+    ok = [r for r in rows if not r["errors"] and r[key] is not None]
     if not ok:
         return None
     if strategy == "cost":
-        return min(ok, key=lambda r: (r["cost_per_million_usd"], r["p50_ms"]))
+        return min(ok, key=lambda r: (r[key], r["p50_ms"]))
     if strategy == "speed":
-        return min(ok, key=lambda r: (r["p50_ms"], r["cost_per_million_usd"]))
-    c0 = min(r["cost_per_million_usd"] for r in ok)
+        return min(ok, key=lambda r: (r["p50_ms"], r[key]))
+    c0 = min(r[key] for r in ok)
     d0 = min(r["p50_ms"] for r in ok) or 1e-9
-    return min(ok, key=lambda r: r["cost_per_million_usd"] / c0 + r["p50_ms"] / d0)
+    return min(ok, key=lambda r: r[key] / c0 + r["p50_ms"] / d0)
 
 
 def concurrent(dep: Deployable, event: Any, memory_mb: int, instances: int, requests: int,
@@ -150,17 +147,19 @@ def crossover(row: dict, throughput_rps: float, hourly_usd: float, vcpus: int) -
 
 def run(dep: Deployable, event: Any, memories: list[int], invocations: int, strategy: str,
         timeout_s: float, concurrency: int = 0, instance: tuple[float, int] | None = None,
-        progress=None) -> dict:
+        progress=None,
+        cold_starts_per_1000: float = targets.DEFAULT_COLD_STARTS_PER_1000) -> dict:
     rows = []
     for mb in memories:
         if progress:
             progress(f"memory {mb} MB: 1 cold + {invocations} warm invocations")
-        rows.append(one_size(dep, event, mb, invocations, timeout_s))
+        rows.append(one_size(dep, event, mb, invocations, timeout_s, cold_starts_per_1000))
     best = recommend(rows, strategy)
     doc: dict[str, Any] = {
         "package": dep.ref, "kind": dep.kind, "runtime": dep.runtime,
         "architecture": dep.arch, "strategy": strategy, "invocations": invocations,
         "timeout_s": timeout_s, "host": hostinfo.cpu(), "rows": rows,
+        "cold_starts_per_1000": cold_starts_per_1000,
         "recommended_memory_mb": best["memory_mb"] if best else None,
         "targets_version": targets.TARGETS_VERSION,
     }

@@ -25,7 +25,7 @@ from optimizer.data import Dataset, prepared
 from optimizer.errors import PackageFailed, PackageTooLarge
 from optimizer.handler.runtime import top_k
 from optimizer.model import ModelRef, sha256_tree, size_bytes
-from optimizer.package import elfcheck, image, lambda_zip, slim, smoke, wheels
+from optimizer.package import bytecode, elfcheck, image, lambda_zip, sam, slim, smoke, wheels
 from optimizer.package.function import HANDLER_NAME, assemble
 from optimizer.package.sizes import mib
 from optimizer.preprocess import apply
@@ -41,7 +41,7 @@ _HERE = Path(__file__).parent
 DEPS_CODE = tuple(str(_HERE / f) for f in ("wheels.py", "slim.py", "slim_rules.py",
                                            "elfcheck.py", "sizes.py"))
 ZIP_CODE = (*(str(_HERE / f) for f in ("build.py", "lambda_zip.py", "archive.py", "smoke.py",
-                                        "layers.py")),
+                                        "layers.py", "bytecode.py")),
             *sorted(str(p) for p in (_HERE.parent / "handler").glob("*.py")),
             str(_HERE.parent / "validate" / "isa.py"))
 
@@ -178,7 +178,7 @@ class Packager:
         def produce(tmp: Path) -> None:
             deps = tmp / "deps"
             wheels.resolve(reqs, python, arch, glibc, deps)
-            report = slim.slim(deps)
+            report = slim.slim(deps, runtime)
             count, problems = elfcheck.check_tree(deps, arch, glibc)
             if problems:
                 shown = "\n  ".join(str(p) for p in problems[:10])
@@ -258,7 +258,21 @@ class Packager:
         if cfg.tune is not None:
             # batch 1, like every latency in the report
             self._tune(out, work, lambda_zip.sample_event([samples[0].png]))
+        self._template(art.name, out, work)
         return out
+
+    def _template(self, model: str, out: Packages, work: Path) -> None:
+        t = self.recipe.target
+        best = (out.tune or {}).get("recommended_memory_mb")
+        memory, source = ((best, "the memory sweep's recommendation") if best
+                          else (t.memory_mb, "the recipe's target.memory_mb"))
+        text, notes = sam.render(self.recipe.name, model, out.records, t.runtime, memory,
+                                 self.recipe.package.deploy, source)
+        if "Function:" not in text:
+            return  # every package was refused
+        (work / sam.TEMPLATE).write_text(text)
+        out.files.append(work / sam.TEMPLATE)
+        out.notes.extend(notes)
 
     def _tune(self, out: Packages, work: Path, event: dict) -> None:
         """The memory sweep of `optimizer tune`, on the zip if there is one, else the image."""
@@ -285,7 +299,8 @@ class Packager:
                           f"{', '.join(map(str, cfg.memory))} MB")
         dep = open_deployable(target, work / "tune-run")
         out.tune = tuning.run(dep, event, cfg.memory, cfg.invocations, cfg.strategy,
-                              cfg.timeout_s, progress=self.progress.log)
+                              cfg.timeout_s, progress=self.progress.log,
+                              cold_starts_per_1000=self.recipe.gates.cold_starts_per_1000)
         (work / "tune.html").write_text(render(out.tune))
         out.files.append(work / "tune.html")
 
@@ -311,6 +326,28 @@ class Packager:
                  "score": checked["score"], "seconds": result["seconds"]},
                 {**checked, "python": result["python"]})
 
+    @staticmethod
+    def _write_zips(function_dir: Path, deps: Path, plan: lambda_zip.ZipPlan,
+                    out: Path) -> tuple[list[Path], dict]:
+        """The zips, with bytecode for what a cold start imports compiled by the runtime's
+        Python (see bytecode.py); without that Python, without."""
+        python = smoke.find_python(plan.python)
+        if python is None:
+            return (lambda_zip.write(function_dir, deps, plan, out),
+                    {"skipped": f"no Python {plan.python} here to compile bytecode with"})
+        fn_stage, deps_stage = out / ".stage-function", out / ".stage-deps"
+        bytecode.stage(function_dir, fn_stage)
+        bytecode.stage(deps, deps_stage)
+        try:
+            pyc = bytecode.compile_tree(
+                python, plan.python, {fn_stage: "/var/task",
+                         deps_stage: "/opt/python" if plan.layers else "/var/task"},
+                native=smoke.can_run(plan.arch))
+            return lambda_zip.write(fn_stage, deps_stage, plan, out), pyc
+        finally:
+            shutil.rmtree(fn_stage, ignore_errors=True)
+            shutil.rmtree(deps_stage, ignore_errors=True)
+
     def _zip(self, plan: lambda_zip.ZipPlan, function_dir: Path, deps: Path, slimmed: dict,
              fn_bytes: int, samples: list[Sample], out: Packages) -> None:
         max_images = self.recipe.package.max_images
@@ -319,7 +356,7 @@ class Packager:
                         "provers": isa.provers(self.recipe.target.name)})
 
         def produce(tmp: Path) -> None:
-            zips = lambda_zip.write(function_dir, deps / "deps", plan, tmp)
+            zips, pyc = self._write_zips(function_dir, deps / "deps", plan, tmp)
             records, limits = lambda_zip.describe(zips)
             over = [lim for lim in limits if not lim.ok]
             if over:
@@ -332,7 +369,8 @@ class Packager:
             if native := smoke.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(samples, max_images))
                 proof = {**check_proof(result["responses"], samples, max_images, "zip"),
-                         "python": result["python"], "init_ms": round(result["init_ms"], 1)}
+                         "python": result["python"], "init_ms": round(result["init_ms"], 1),
+                         "init_breakdown": result["init_breakdown"]}
             emulated, checked = self._prove_isa(zips, plan, samples)
             if native:
                 proof["isa"] = emulated
@@ -344,7 +382,7 @@ class Packager:
             smoke_ok = native or checked is not None
             (tmp / "result.json").write_text(json.dumps({
                 "records": records, "limits": [lim.__dict__ for lim in limits],
-                "proof": proof, "proved": smoke_ok}, indent=1))
+                "proof": proof, "proved": smoke_ok, "bytecode": pyc}, indent=1))
 
         entry, _ = self.cached(key, f"zip package ({plan.layers} layer(s), Python "
                                     f"{plan.python}, {plan.arch})", produce)
@@ -357,6 +395,7 @@ class Packager:
                                "removed_by_rule": slimmed["removed_by_rule"],
                                "by_distribution": slimmed["by_distribution"]}
                 rec["proof"] = result["proof"]
+                rec["bytecode"] = result.get("bytecode")
                 rec["handler"] = HANDLER_NAME
                 rec["runtime"] = self.recipe.target.runtime
                 rec["architecture"] = plan.arch

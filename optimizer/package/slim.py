@@ -7,7 +7,7 @@ from pathlib import Path
 
 from optimizer.model import size_bytes
 from optimizer.package.elfcheck import is_elf, needed, soname
-from optimizer.package.slim_rules import RULES
+from optimizer.package.slim_rules import RULES, RUNTIME_RULES
 
 
 def _under(p: Path, paths: set[Path] | dict[Path, str]) -> bool:
@@ -41,12 +41,36 @@ def zipped_by_distribution(root: Path) -> dict[str, int]:
             for dist, entries in sorted(groups(root).items())}
 
 
-def slim(root: Path) -> dict:
-    """Apply RULES under root; returns bytes before/after and what each rule removed."""
+ORPHAN_RULE = "*.libs/*: vendored library no kept ELF file needs any more"
+
+
+def orphans(root: Path) -> list[Path]:
+    """Vendored libraries (auditwheel's `*.libs` folders) that no ELF file outside them,
+    directly or through another vendored library, needs."""
+    vendored = {p for d in root.glob("*.libs") if d.is_dir() for p in d.iterdir()
+                if p.is_file() and is_elf(p)}
+    wanted: set[str] = set()
+    for p in root.rglob("*"):
+        if p.is_file() and p not in vendored and is_elf(p):
+            wanted.update(needed(p))
+    reached: set[Path] = set()
+    while True:
+        new = {p for p in vendored - reached if p.name in wanted or soname(p) in wanted}
+        if not new:
+            break
+        reached |= new
+        for p in new:
+            wanted.update(needed(p))
+    return sorted(vendored - reached)
+
+
+def slim(root: Path, runtime: str | None = None) -> dict:
+    """Apply RULES (and the runtime's RUNTIME_RULES) under root; returns bytes before/after
+    and what each rule removed."""
     before = size_bytes(root)
     dists_before = _by_distribution(root)
     matches: dict[Path, str] = {}
-    for pattern, reason in RULES:
+    for pattern, reason in (*RULES, *RUNTIME_RULES.get(runtime or "", ())):
         for p in sorted(root.glob(pattern)):
             if not any(parent in matches for parent in p.parents):
                 matches.setdefault(p, f"{pattern}: {reason}")
@@ -64,6 +88,9 @@ def slim(root: Path) -> dict:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+    for p in orphans(root):
+        removed[ORPHAN_RULE] = removed.get(ORPHAN_RULE, 0) + p.stat().st_size
+        p.unlink()
     dists_after = _by_distribution(root)
     return {
         "bytes_before": before,

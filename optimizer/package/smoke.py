@@ -42,7 +42,8 @@ foreign = sorted({m.__file__ for n, m in list(sys.modules.items()) if n != "__ma
                   and getattr(m, "__file__", None)
                   and not any(m.__file__.startswith(r) for r in roots + [stdlib])})
 print(json.dumps({"init_ms": init_ms, "responses": responses, "foreign": foreign,
-                  "python": sys.version.split()[0], "threads": app.THREADS}))
+                  "python": sys.version.split()[0], "threads": app.THREADS,
+                  "init_breakdown": app.INIT_BREAKDOWN}))
 '''
 
 

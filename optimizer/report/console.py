@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from optimizer.lambda_local.session import describe_init
 from optimizer.package.sizes import MIB
 from optimizer.report import packages, runtimes
 
@@ -191,6 +192,8 @@ def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print(t)
     console.print(f"caps: {doc['rows'][0]['cap_method'] if doc['rows'] else '-'}")
     for r in doc["rows"]:
+        if r.get("init_breakdown"):
+            console.print(escape(f"{r['memory_mb']} MB {describe_init(r['init_breakdown'])}"))
         for note in dict.fromkeys(r["notes"] + r["errors"]):
             console.print(escape(f"{r['memory_mb']} MB: {note}"))
     if c := doc.get("concurrency"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from optimizer.lambda_local.session import INIT_PARTS, describe_init
 from optimizer.report import migration, packages, runtimes
 
 
@@ -127,6 +128,35 @@ def _ort_format(r: dict[str, Any]) -> list[str]:
               f"{o['load_ms_ort']} |" for name, o in rows)]
 
 
+def _cost(r: dict[str, Any]) -> list[str]:
+    c = r.get("cost")
+    if not c:
+        return []
+    head = f"**Cost per 1M requests at {c['memory_mb']} MB:** "
+    if "usd" not in c:
+        return [head + f"${c['warm_only_usd']:.4f} warm ({c['note']})", ""]
+    return [head + f"${c['usd']:.4f} with {c['cold_starts_per_1000']:g} cold starts per 1,000 "
+            f"requests, each billed {c['cold_request_ms']:.0f} ms of init and first request "
+            f"({c['cold_from']}); ${c['warm_only_usd']:.4f} if every request were warm "
+            "(validate.cold_starts_per_1000 sets the share).", ""]
+
+
+def init_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Where each size's Init Duration went (ms), as the handler's OPTIMIZER_INIT line says."""
+    if not any(x.get("init_breakdown") for x in rows):
+        return []
+    out = ["", "Init Duration by part (ms):", "",
+           "| memory MB | " + " | ".join(label for _, label in INIT_PARTS) + " | total |",
+           "|---|" + "---|" * (len(INIT_PARTS) + 1)]
+    for x in rows:
+        parts = x.get("init_breakdown") or {}
+        total = "-" if x.get("init_ms") is None else f"{x['init_ms']:.0f}"
+        out.append(f"| {x['memory_mb']} | " + " | ".join(
+            "-" if parts.get(k) is None else f"{parts[k]:.0f}" for k, _ in INIT_PARTS)
+            + f" | {total} |")
+    return out
+
+
 def render(r: dict[str, Any]) -> str:
     t, h = r["target"], r["host"]
     vs = h["versus_target"]
@@ -139,11 +169,13 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"**Ship:** `{r['ship_file']}`" if r["ship"] else f"**Nothing to ship:** {r['failure']}",
         "",
+        *_cost(r),
         "## Artifacts",
         "",
         "| artifact | step | size | accuracy | "
         + ("drop" if r["artifacts"][0]["validation"]["accuracy"] is not None else "mean KL")
-        + " | agreement | p50 ms | p95 ms | vs source | first load ms | est. $/1M | gates |",
+        + " | agreement | p50 ms | p95 ms | vs source | first load ms | est. $/1M warm | "
+        "gates |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     src_acc = r["artifacts"][0]["validation"]["accuracy"]
@@ -221,6 +253,10 @@ def render(r: dict[str, Any]) -> str:
         lines += [""] + [f"- {d}" for d in packages.digests(r)]
         lines += [f"- note: {n}" for n in r.get("package_notes", [])]
         lines += [f"- **not proved:** {g}" for g in r.get("proof_gaps", [])]
+        lines += [f"- {p['file']} proof (Python {p['proof']['python']}, this machine's CPU, "
+                  f"no cap): {describe_init(p['proof'].get('init_breakdown'))}"
+                  for p in r.get("packages", []) if p.get("kind") == "zip"
+                  and p.get("proof", {}).get("init_breakdown")]
     if tune := r.get("tune"):
         lines += ["", "## Memory sweep", "",
                   f"{tune['invocations']} warm invocations after one cold start per size, "
@@ -232,5 +268,6 @@ def render(r: dict[str, Any]) -> str:
         lines += [f"| {x['memory_mb']} | {x['vcpus']} | {x['init_ms']} | {x['mean_ms']} | "
                   f"{x['p50_ms']} | {x['p95_ms']} | {x['max_memory_mb']} | "
                   f"{x['cost_per_million_usd']} | {len(x['errors'])} |" for x in tune["rows"]]
+        lines += init_table(tune["rows"])
     lines += ["", "Libraries: " + ", ".join(f"{k} {v}" for k, v in r["libraries"].items()), ""]
     return "\n".join(lines)

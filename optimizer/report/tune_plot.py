@@ -6,9 +6,24 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from optimizer.lambda_local.session import INIT_PARTS
 from optimizer.report.plot import figure, svg
 
 DURATION, COST, INIT = "#1f77b4", "#d62728", "#2ca02c"
+
+
+def _init_bars(ax: Any, xs: list[int], rows: list[dict[str, Any]]) -> None:
+    """Stacked by the handler's OPTIMIZER_INIT parts where it logged them, else one bar."""
+    if not all(r.get("init_breakdown") for r in rows):
+        ax.bar(xs, [r["init_ms"] or 0 for r in rows], color=INIT, width=0.5,
+               label="Init Duration")
+        return
+    bottom = [0.0] * len(rows)
+    colors = ("#8c564b", "#9467bd", "#e377c2", "#2ca02c", "#bcbd22", "#17becf", "#c7c7c7")
+    for (key, label), color in zip(INIT_PARTS, colors, strict=True):
+        values = [r["init_breakdown"].get(key) or 0.0 for r in rows]
+        ax.bar(xs, values, bottom=bottom, color=color, width=0.5, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
 
 
 def _charts(doc: dict[str, Any]) -> str:
@@ -36,12 +51,13 @@ def _charts(doc: dict[str, Any]) -> str:
         cost.set_ylim(bottom=0)
         cost.yaxis.set_major_locator(MaxNLocator(nbins=6))
         cost.grid(False)
-        right.bar(xs, [r["init_ms"] or 0 for r in rows], color=INIT, width=0.5)
+        _init_bars(right, xs, rows)
         right.plot(xs, [r["cold_duration_ms"] for r in rows], "o-", color="#555",
                    label="first request after init")
         right.set_ylabel("ms")
-        right.set_title("cold start: Init Duration (bars) and the first request")
-        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+        right.set_title("cold start: Init Duration by part (bars) and the first request")
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False, ncol=3,
+                     fontsize="small")
         for ax in (left, right):
             ax.set_xticks(xs, labels)
             ax.set_xlabel("memory size, MB")
@@ -81,4 +97,16 @@ def render(doc: dict[str, Any]) -> str:
         + "<table border=1><tr><th>memory MB</th><th>vCPU</th><th>init ms</th>"
         "<th>first request ms</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th>"
         "<th>max memory MB</th><th>USD per 1M requests</th><th>errors</th></tr>"
-        f"{table}</table>")
+        f"{table}</table>" + _init_table(rows))
+
+
+def _init_table(rows: list[dict[str, Any]]) -> str:
+    if not any(r.get("init_breakdown") for r in rows):
+        return ""
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in INIT_PARTS)
+    body = "".join(
+        f"<tr><td>{r['memory_mb']}</td>" + "".join(
+            f"<td>{'-' if (v := (r.get('init_breakdown') or {}).get(k)) is None else round(v)}"
+            "</td>" for k, _ in INIT_PARTS) + "</tr>" for r in rows)
+    return ("<h3>Init Duration by part, ms (the handler's OPTIMIZER_INIT line)</h3>"
+            f"<table border=1><tr><th>memory MB</th>{head}</tr>{body}</table>")

@@ -1,0 +1,94 @@
+"""template.yaml: the SAM application a build writes beside its packages, cfn-lint clean."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from optimizer.package import sam
+from optimizer.recipe import DeployConfig
+
+ZIP = [{"kind": "zip", "file": "function.zip", "handler": "handler.app.lambda_handler",
+        "architecture": "aarch64"}, {"kind": "layer", "file": "layer-1.zip"},
+       {"kind": "layer", "file": "layer-2.zip"}]
+
+
+def lint(text: str) -> list[str]:
+    from cfnlint.api import lint as cfn_lint
+
+    return [str(m) for m in cfn_lint(text)]
+
+
+def resources(text: str) -> dict:
+    return yaml.safe_load(text)["Resources"]
+
+
+def test_a_zip_build_writes_a_clean_template_for_its_files(zip_build):
+    root, _, doc = zip_build
+    folder = root / "out" / "package"
+    text = (folder / "template.yaml").read_text()
+    assert lint(text) == []
+    res = resources(text)
+    fn = res["Function"]["Properties"]
+    zips = {p["kind"]: p for p in doc["packages"] if p["kind"] in ("zip", "layer")}
+    assert fn["CodeUri"] == "function.zip" and fn["Handler"] == zips["zip"]["handler"]
+    assert fn["Runtime"] == "python3.12" and fn["Architectures"] == ["x86_64"]
+    assert fn["MemorySize"] == 1769 and fn["Timeout"] == 30
+    assert fn["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert fn["AutoPublishAlias"] == "live"
+    assert fn["FunctionUrlConfig"] == {"AuthType": "AWS_IAM"}
+    layer = res["Layer1"]["Properties"]
+    assert fn["Layers"] == [{"Ref": "Layer1"}] and layer["ContentUri"] == "layer-1.zip"
+    assert layer["CompatibleRuntimes"] == ["python3.12"]
+    for uri in (fn["CodeUri"], layer["ContentUri"]):  # relative to the template's folder
+        assert (folder / uri).is_file()
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    kinds = {f["path"]: f["kind"] for f in manifest["artifacts"]}
+    assert kinds["package/template.yaml"] == "package/sam-template"
+
+
+def test_template_follows_the_runtime_the_architecture_and_the_recipe():
+    text, notes = sam.render("r", "int8", ZIP, "python3.12", 3008,
+                             DeployConfig(function_url=None, timeout_s=60), "the sweep")
+    assert lint(text) == [] and notes == []
+    fn = resources(text)["Function"]["Properties"]
+    assert fn["Architectures"] == ["arm64"] and fn["MemorySize"] == 3008
+    assert fn["Layers"] == [{"Ref": "Layer1"}, {"Ref": "Layer2"}] and fn["Timeout"] == 60
+    assert "FunctionUrlConfig" not in fn and "FunctionUrl" not in yaml.safe_load(text)["Outputs"]
+    assert "memory 3008 MB (the sweep)" in yaml.safe_load(text)["Description"]
+    # Python 3.11 has no SnapStart (off, and said so) and Lambda has retired it
+    old, notes = sam.render("r", "int8", ZIP, "python3.11", 1769, DeployConfig(), "recipe")
+    assert "SnapStart" not in resources(old)["Function"]["Properties"]
+    assert notes[0] == "SnapStart off: SnapStart needs Python 3.12 or later (python3.11 here)"
+    assert "deprecated on 2026-06-30" in notes[1]
+    assert [m[:6] for m in lint(old)] == ["[E2533"]  # cfn-lint knows the same date
+
+
+def test_an_image_template_and_a_broken_one():
+    image = [{"kind": "image", "ref": "optimizer/img:1", "architecture": "x86_64"}]
+    text, notes = sam.render("img", "fp32", image, "python3.12", 1024, DeployConfig(), "r")
+    assert lint(text) == []
+    fn = resources(text)["Function"]["Properties"]
+    assert fn["PackageType"] == "Image" and fn["ImageUri"] == "optimizer/img:1"
+    assert "SnapStart" not in fn and "Runtime" not in fn and "Handler" not in fn
+    assert notes == ["SnapStart off for Function: container images cannot use SnapStart"]
+    # the lint is a real check: a runtime Lambda does not have is caught
+    assert lint(text.replace("PackageType: Image", "PackageType: Image\n      Runtime: py2"))
+
+
+def test_deploy_settings_are_checked_in_the_recipe(tmp_path: Path, tiny_keras):
+    from optimizer.errors import RecipeError
+    from optimizer.recipe import load_recipe
+    from tests.conftest import package_recipe
+
+    recipe = package_recipe(tmp_path, tiny_keras,
+                            "zip: {layers: 1}\ndeploy: {function_url: PUBLIC, timeout_s: 0}")
+    try:
+        load_recipe(recipe)
+    except RecipeError as exc:
+        text = "\n".join(exc.lines)
+        assert "function_url" in text and "timeout_s" in text
+    else:
+        raise AssertionError("bad deploy settings were accepted")
