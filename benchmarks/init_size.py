@@ -134,7 +134,8 @@ def main() -> None:
                             str(before_root)], capture_output=True)
     labels = {r["label"] for rs in runs.values() for r in rs}
     assert len(labels) == 1, f"the packages disagree on the sample image: {labels}"
-    packages = {name: {"ship": r["ship"], "runtime": r["ship_runtime"],
+    packages = {name: {**{k: next(p[k] for p in r["packages"] if p["kind"] == "zip")
+                          for k in ("model", "model_runtime")},
                        "cache": {k: r["cache"][k] for k in ("hits", "misses")}, **sizes(r)}
                 for name, r in reports.items()}
     doc = {"recipe": RECIPE, "before": args.before, "host": hostinfo.cpu(),
@@ -147,7 +148,8 @@ def main() -> None:
     print(f"\n{doc['host']['model']}; {args.starts} cold starts per row; before = {args.before}")
     print(f"{'package':22}{'zip MiB':>9}{'unpacked':>10}")
     for name, p in packages.items():
-        print(f"{name:22}{p['zipped_mib']:>9.2f}{p['unpacked_mib']:>10.2f}  {p['ship']}")
+        print(f"{name:22}{p['zipped_mib']:>9.2f}{p['unpacked_mib']:>10.2f}  {p['model']} "
+              f"({p['model_runtime']})")
     print(f"\n{'package @ MB':30}{'init ms':>9}{'1st ms':>8}{'warm p50':>9}{'1st/warm':>9}  "
           "breakdown (runtime start, numpy, image lib, runtime import, load, warm-up, other)")
     for key, r in doc["results"].items():

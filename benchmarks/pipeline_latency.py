@@ -47,14 +47,22 @@ def recipe_models(recipe_path: Path, progress: Progress):
     result = build(recipe, recipe_path, None, Cache(default_root()), progress)
     report = result.report
     pre = Preprocess.model_validate_json((result.out_dir / "preprocess.json").read_text())
+    by_name = {a["name"]: a for a in report["artifacts"]}
+
+    def input_size(a: dict) -> int | None:
+        """From the nearest ancestor that trained a network (students have their own)."""
+        while a is not None and "input_size" not in a["info"]:
+            a = by_name.get(a["parent"])
+        return a["info"]["input_size"] if a is not None else None
+
     models = {}
     for a in report["artifacts"]:
-        path = result.out_dir / a["file"]
-        if a["name"] == "source" and not path.exists():
-            path = Path(recipe.source.path)  # user's own file, not copied
+        path = result.out_dir / a["file"] if a["file"] else Path(a["path"])
         label = "tensorflow" if a["name"] == "source" else a["name"]
-        models[label] = ModelRef(kind=a["kind"], path=path, preprocess=pre, classes=[],
-                                 digest="-", info=a["info"])
+        size = input_size(a)
+        models[label] = ModelRef(kind=a["kind"], path=path, classes=[], digest="-",
+                                 info=a["info"], preprocess=pre if size is None else
+                                 pre.model_copy(update={"size": (size, size)}))
     return recipe, report, models
 
 
@@ -110,7 +118,12 @@ def main() -> int:
     progress = Progress()
     recipe, report, models = recipe_models(args.recipe, progress)
     dataset = load_dataset(recipe.dataset)
-    x = prepared(dataset, "test", models["tensorflow"].preprocess, limit=1)
+    shapes: dict[tuple, object] = {}
+    for m in models.values():  # one test image at each model's own input size
+        key = tuple(m.preprocess.size)
+        if key not in shapes:
+            shapes[key] = prepared(dataset, "test", m.preprocess, limit=1)
+    x = {name: shapes[tuple(m.preprocess.size)] for name, m in models.items()}
     ship = report["ship"]
     results = []
     for threads in [int(t) for t in args.threads.split(",")]:

@@ -71,6 +71,7 @@ def test_zip_package_fits_and_runs_its_handler(zip_build):
     assert not any(n.startswith("python/numpy/ma/") for n in pycs)  # never imported
     md = (root / "out" / "report.md").read_text()
     assert "## Packages" in md and "function.zip" in md
+    assert "Dependencies by distribution, unpacked (MiB)" in md and "of bytecode" in md
 
 
 def test_two_builds_give_byte_identical_zips(zip_build, tmp_path):

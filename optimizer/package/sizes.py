@@ -14,7 +14,7 @@ from pathlib import Path
 
 from optimizer import targets
 from optimizer.errors import BadInput
-from optimizer.package.archive import files_under, zip_members
+from optimizer.package.archive import ZIP_LEVEL, files_under, zip_members
 
 TOP = 20
 MIB = 1024 * 1024  # AWS's "50 MB" and "250 MB" limits are binary megabytes
@@ -61,7 +61,7 @@ def inspect_zip(path: Path) -> Part:
 
 def deflated(name: str, p: Path) -> int:
     """Bytes a file takes in a zip: deflated as zip writers do, plus both its headers."""
-    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    comp = zlib.compressobj(ZIP_LEVEL, zlib.DEFLATED, -15)
     n = 0
     with p.open("rb") as f:
         while block := f.read(1 << 20):

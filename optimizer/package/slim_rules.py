@@ -76,5 +76,7 @@ RUNTIME_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         ("flatbuffers", "flatbuffers, for ORT-format tools; not InferenceSession"),
         ("flatbuffers-*.dist-info", "its metadata"),
         ("onnxruntime/backend", "the ONNX backend-test API; not InferenceSession"),
+        ("packaging", "version parsing, imported only by onnxruntime.backend"),
+        ("packaging-*.dist-info", "its metadata"),
     ),
 }

@@ -253,6 +253,7 @@ def render(r: dict[str, Any]) -> str:
         lines += [""] + [f"- {d}" for d in packages.digests(r)]
         lines += [f"- note: {n}" for n in r.get("package_notes", [])]
         lines += [f"- **not proved:** {g}" for g in r.get("proof_gaps", [])]
+        lines += packages.slim_table(r)
         lines += [f"- {p['file']} proof (Python {p['proof']['python']}, this machine's CPU, "
                   f"no cap): {describe_init(p['proof'].get('init_breakdown'))}"
                   for p in r.get("packages", []) if p.get("kind") == "zip"

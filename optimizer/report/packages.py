@@ -77,6 +77,29 @@ def digests(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def slim_table(report: dict[str, Any]) -> list[str]:
+    """Each dependency's unpacked size before and after slimming, the rules that removed the
+    most, and the bytecode added: where a package's megabytes went."""
+    rec = next((p for p in report.get("packages", []) if p.get("slim")), None)
+    if rec is None:
+        return []
+    slim = rec["slim"]
+    lines = ["", "Dependencies by distribution, unpacked (MiB):", "",
+             "| distribution | before | after |", "|---|---:|---:|"]
+    for dist, size in sorted(slim["by_distribution"].items(), key=lambda kv: -kv[1]["before"]):
+        lines.append(f"| {dist} | {size['before'] / 2**20:.2f} | {size['after'] / 2**20:.2f} |")
+    lines.append(f"| **total** | {slim['dependencies_before'] / 2**20:.2f} | "
+                 f"{slim['dependencies_after'] / 2**20:.2f} |")
+    lines += [""] + [f"- removed {b / 2**20:.2f} MiB: {rule}"
+                     for rule, b in list(slim["removed_by_rule"].items())[:8]]
+    if (pyc := rec.get("bytecode")) and "pyc_files" in pyc:
+        lines.append(f"- added {pyc['pyc_bytes'] / 2**20:.2f} MiB of bytecode: "
+                     f"{pyc['pyc_files']} modules, {pyc['selected']}")
+    elif pyc:
+        lines.append(f"- no bytecode: {pyc['skipped']}")
+    return lines
+
+
 def proof_gaps(r: dict[str, Any]) -> list[str]:
     """What the build could not prove, each with the reason (which names what to install):
     a package not run on the target's CPU, a compared target not timed."""
