@@ -195,11 +195,10 @@ class Session:
             self._reset()
         # a re-run init is billed as part of the invocation
         billed_ms = targets.billed_ms(ms + init_ms if over_limit else ms)
-        parts = None if init_ms is None else self._breakdown(init_ms)
+        parts, logs = self._breakdown(init_ms) if init_ms is not None else (None, "")
         restore = None
         restore_ms = self.restore_ms if init_ms is not None else None
         if restore_ms is not None:
-            logs = self.instance.logs(200)
             restore = {"before_snapshot": logged(logs, SNAPSHOT_MARK),
                        "after_restore": logged(logs, RESTORE_MARK)}
             restore_ms = round(restore_ms, 3)
@@ -208,13 +207,15 @@ class Session:
                       out.payload if out.status == "ok" else None, error, note, parts,
                       restore_ms, restore)
 
-    def _breakdown(self, init_ms: float) -> dict[str, float | None] | None:
+    def _breakdown(self, init_ms: float) -> tuple[dict[str, float | None] | None, str]:
+        """The init breakdown and the log it was read from (the restore lines are in it)."""
         # a container's log reaches the engine a moment after the line is written
         for _ in range(20):
-            if parts := init_breakdown(self.instance.logs(200), init_ms):
-                return parts
+            logs = self.instance.logs(200)
+            if parts := init_breakdown(logs, init_ms):
+                return parts, logs
             time.sleep(0.01)
-        return None
+        return None, logs
 
     def _reset(self) -> None:
         self.instance.stop()

@@ -49,10 +49,7 @@ def orphans(root: Path) -> list[Path]:
     directly or through another vendored library, needs."""
     vendored = {p for d in root.glob("*.libs") if d.is_dir() for p in d.iterdir()
                 if p.is_file() and is_elf(p)}
-    wanted: set[str] = set()
-    for p in root.rglob("*"):
-        if p.is_file() and p not in vendored and is_elf(p):
-            wanted.update(needed(p))
+    wanted = _protected(root, vendored)
     reached: set[Path] = set()
     while True:
         new = {p for p in vendored - reached if p.name in wanted or soname(p) in wanted}

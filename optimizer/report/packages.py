@@ -87,13 +87,13 @@ def slim_table(report: dict[str, Any]) -> list[str]:
     lines = ["", "Dependencies by distribution, unpacked (MiB):", "",
              "| distribution | before | after |", "|---|---:|---:|"]
     for dist, size in sorted(slim["by_distribution"].items(), key=lambda kv: -kv[1]["before"]):
-        lines.append(f"| {dist} | {size['before'] / 2**20:.2f} | {size['after'] / 2**20:.2f} |")
-    lines.append(f"| **total** | {slim['dependencies_before'] / 2**20:.2f} | "
-                 f"{slim['dependencies_after'] / 2**20:.2f} |")
-    lines += [""] + [f"- removed {b / 2**20:.2f} MiB: {rule}"
+        lines.append(f"| {dist} | {size['before'] / MIB:.2f} | {size['after'] / MIB:.2f} |")
+    lines.append(f"| **total** | {slim['dependencies_before'] / MIB:.2f} | "
+                 f"{slim['dependencies_after'] / MIB:.2f} |")
+    lines += [""] + [f"- removed {b / MIB:.2f} MiB: {rule}"
                      for rule, b in list(slim["removed_by_rule"].items())[:8]]
     if (pyc := rec.get("bytecode")) and "pyc_files" in pyc:
-        lines.append(f"- added {pyc['pyc_bytes'] / 2**20:.2f} MiB of bytecode: "
+        lines.append(f"- added {pyc['pyc_bytes'] / MIB:.2f} MiB of bytecode: "
                      f"{pyc['pyc_files']} modules, {pyc['selected']}")
     elif pyc:
         lines.append(f"- no bytecode: {pyc['skipped']}")
