@@ -105,6 +105,14 @@ def build(
     retry: Annotated[bool, typer.Option(
         "--retry", help="ask again what failed before and was remembered (a wheel the "
         "package index did not have)")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", envvar="OPTIMIZER_RAY", help="run training, teacher outputs, conversions "
+        "and scoring as tasks on the Ray cluster at HEAD:PORT (or `auto`); this machine "
+        "keeps the cache and the output [default: $OPTIMIZER_RAY, else local processes]")]
+    = None,
+    ray_cpus: Annotated[int, typer.Option(
+        "--ray-cpus", min=1, max=256, help="CPUs each Ray task asks for (training threads "
+        "follow it)")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a recipe end to end and write its artifacts and report."""
@@ -118,14 +126,24 @@ def build(
         if prefer not in (None, "speed", "size"):
             raise BadInput(f"--prefer must be 'speed' or 'size', got {prefer!r}")
         parsed = load_recipe(recipe)
-        if parsed.uses_tensorflow():
-            from optimizer.quiet import import_tensorflow
-
-            import_tensorflow()
         progress = Progress()
-        result = do_build(parsed, recipe, out, Cache(cache_dir or default_root()), progress,
-                          force=force, prefer=prefer, require_proof=require_proof,
-                          retry=retry)
+        cache = Cache(cache_dir or default_root())
+        executor = None
+        if ray:  # connects (or fails in one line) before any work
+            from optimizer.cluster.ray_executor import RayExecutor
+
+            executor = RayExecutor(ray, cache.root, progress.log, ray_cpus)
+        try:
+            if parsed.uses_tensorflow():
+                from optimizer.quiet import import_tensorflow
+
+                import_tensorflow()
+            result = do_build(parsed, recipe, out, cache, progress, force=force,
+                              prefer=prefer, require_proof=require_proof, retry=retry,
+                              executor=executor)
+        finally:
+            if executor is not None:
+                executor.close()
         r = result.report
 
         def text() -> None:

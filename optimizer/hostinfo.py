@@ -49,10 +49,11 @@ def cpu() -> dict:
     }
 
 
-def versus_target(target: str) -> dict:
-    """Which of the host's extensions the target does not promise (they may inflate speed)."""
+def versus_target(target: str, host: dict | None = None) -> dict:
+    """Which of the host's extensions the target does not promise (they may inflate speed);
+    `host` is another machine's cpu() (a Ray node's), else this one."""
     t = targets.TARGETS[target]
-    host = cpu()
+    host = host or cpu()
     same_arch = host["arch"] == t.arch
     extra = sorted(set(host["flags"]) - set(t.flags)) if same_arch else []
     # only INTERESTING flags are read off the host, so only those can be called missing

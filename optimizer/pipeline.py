@@ -21,6 +21,7 @@ import numpy as np
 
 from optimizer import __version__, hostinfo, targets
 from optimizer.cache import Cache, code_digest, make_key, versions
+from optimizer.cluster import portable
 from optimizer.data import Dataset, load_dataset, prepared, reconcile, relabel
 from optimizer.errors import BadInput, GateFailed, OptimizerError
 from optimizer.model import ModelRef, file_digests, sha256_file, size_bytes
@@ -40,8 +41,8 @@ from optimizer.steps.base import StepContext
 from optimizer.train import parallel
 from optimizer.validate import agreement, runtimes, source_check
 from optimizer.validate import gates as gate_checks
-from optimizer.validate.accuracy import pack, predict, score, unpack
-from optimizer.validate.latency import cap_note, measure
+from optimizer.validate.accuracy import test_scores, unpack
+from optimizer.validate.latency import cap_note, measured_here
 
 _HERE = Path(__file__).parent
 # code every cached result depends on besides the step's own module
@@ -90,8 +91,12 @@ class BuildResult:
 class Builder:
     def __init__(self, recipe: Recipe, recipe_file: Path, cache: Cache, progress: Progress,
                  force: bool = False, prefer: str | None = None,
-                 require_proof: bool = False, retry: bool = False) -> None:
+                 require_proof: bool = False, retry: bool = False, executor=None) -> None:
         self.recipe, self.recipe_file = recipe, recipe_file
+        # None: this machine (worker processes for candidates); else a RayExecutor
+        self.executor = executor
+        self.workers: dict[str, Any] = {}  # how candidates were trained here, per step
+        self.timed_on: dict[str, Any] = {}
         self.cache, self.progress, self.force = cache, progress, force
         self.prefer = prefer or recipe.gates.prefer
         self.require_proof = require_proof or recipe.gates.require_proof
@@ -172,7 +177,20 @@ class Builder:
     def _context(self, out_dir: Path, dataset: Dataset, checkpoints: Path) -> StepContext:
         return StepContext(out_dir=out_dir, recipe=self.recipe, dataset=dataset,
                            progress=self.progress, checkpoints=checkpoints,
-                           cached=self._cached_parts)
+                           cached=self._cached_parts, offload=self.offload)
+
+    def offload(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) here, or as a task on the cluster; either way the caller caches it."""
+        if self.executor is None:
+            return fn(*args)
+        return self.executor.call(what, fn, *args)[0]
+
+    def _each(self, fn: Callable[[Any], Any], items: list) -> list:
+        """fn over items: in turn here, side by side when the work goes to a cluster."""
+        if self.executor is None or len(items) < 2:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(min(len(items), 32)) as threads:
+            return list(threads.map(fn, items))
 
     def source(self, dataset: Dataset) -> Artifact:
         cfg = self.recipe.source
@@ -202,7 +220,9 @@ class Builder:
         for cfg in self.recipe.steps:
             tasks = [(parent, label, one) for parent in made[cfg.input]
                      for label, one in cfg.variants()]
-            if STEPS[cfg.step].produces == "tf" and len(tasks) > 1:
+            if self.executor is not None:
+                made[cfg.name] = self._on_cluster(cfg.name, tasks, dataset)
+            elif STEPS[cfg.step].produces == "tf" and len(tasks) > 1:
                 made[cfg.name] = self._train_many(cfg.name, tasks, dataset)
             else:
                 made[cfg.name] = [self._step(cfg.name, one, parent, label, dataset)
@@ -214,16 +234,12 @@ class Builder:
         """Candidates in worker processes, as many at once as cores and memory allow."""
         plan = parallel.plan(len(tasks))
         self.progress.log(f"train {len(tasks)} candidates of '{name}': {plan.reason}")
+        self.workers[name] = {"processes": plan.jobs, "threads": plan.threads,
+                              "reason": plan.reason}
         if plan.jobs == 1:
             return [self._step(name, one, parent, label, dataset)
                     for parent, label, one in tasks]
-        # what candidates share (teacher outputs), once per input, not once per worker;
-        # prepare writes only through ctx.cached, so it gets no output or checkpoint folder
-        if prepare := STEPS[tasks[0][2].step].prepare:
-            firsts = {id(parent): (parent, one) for parent, _, one in reversed(tasks)}
-            for parent, one in firsts.values():
-                prepare(parent.model, one, self._context(Path(os.devnull), dataset,
-                                                         Path(os.devnull)))
+        self._prepare(tasks, dataset)
         workers = parallel.pool(plan.jobs)
         threads = ThreadPoolExecutor(plan.jobs)
 
@@ -231,6 +247,7 @@ class Builder:
             return workers.submit(parallel.run_step, {
                 "model": model, "config": cfg, "recipe": self.recipe,
                 "out_dir": str(ctx.out_dir), "checkpoints": str(ctx.checkpoints),
+                "dataset": ctx.dataset,
                 "cache_root": str(self.cache.root), "threads": plan.threads}).result()
 
         try:
@@ -241,12 +258,43 @@ class Builder:
             parallel.stop(workers)  # on an interrupt too: checkpoints let a rerun resume
             threads.shutdown(wait=False, cancel_futures=True)
 
+    def _prepare(self, tasks: list, dataset: Dataset) -> None:
+        """What candidates share (teacher outputs), once per input, not once per worker;
+        prepare writes only through ctx.cached, so it gets no output or checkpoint folder."""
+        if prepare := STEPS[tasks[0][2].step].prepare:
+            firsts = {id(parent): (parent, one) for parent, _, one in reversed(tasks)}
+            for parent, one in firsts.values():
+                prepare(parent.model, one, self._context(Path(os.devnull), dataset,
+                                                         Path(os.devnull)))
+
+    def _on_cluster(self, name: str, tasks: list, dataset: Dataset) -> list[Artifact]:
+        """Every artifact of a step as its own task, all at once; the cluster queues them."""
+        self._prepare(tasks, dataset)
+        return self._each(lambda t: self._step(name, t[2], t[0], t[1], dataset), tasks)
+
+    def _remote(self, full: str, step: str) -> Callable:
+        """A step's run that sends the work to the cluster and writes what comes back."""
+        training = STEPS[step].produces == "tf"
+
+        def run(model: ModelRef, cfg, ctx: StepContext) -> ModelRef:
+            payload = {"config": cfg, "recipe": self.recipe, "files": portable.files_of(cfg),
+                       "checkpoint_key": ctx.checkpoints.name}
+            result = self.executor.run_step(full, payload, model, ctx.dataset, training)
+            for key, label, blob in result["entries"]:  # made there, stored here
+                self.cached_dir(key, label, lambda tmp, b=blob: portable.unpack(b, tmp))
+            for line in result["log"]:
+                if "resume" in line or "restart" in line:
+                    self.progress.log(line)
+            return portable.adopt(result, ctx.out_dir)
+
+        return run
+
     def _step(self, name: str, cfg, parent: Artifact, label: str, dataset: Dataset,
               run: Callable | None = None) -> Artifact:
         spec = STEPS[cfg.step]
-        run = run or spec.run
         variant = "+".join(v for v in (parent.variant, label) if v)
         full = f"{name}@{variant}" if variant else name
+        run = run or (self._remote(full, cfg.step) if self.executor else spec.run)
         key = make_key({
             "step": cfg.step,
             "config": cfg.model_dump(mode="json", exclude={"name", "input"}),
@@ -266,13 +314,15 @@ class Builder:
 
     # --- measuring --------------------------------------------------------------------
 
-    def _validation_key(self, kind: str, digests: list, dataset: Dataset) -> str:
+    def _validation_key(self, kind: str, digests: list, dataset: Dataset,
+                        host: dict[str, Any] | None = None) -> str:
+        """`host`: the machine that measures, when it is not this one (a target's node)."""
         g, t = self.recipe.gates, self.recipe.target
         return make_key({
             "validate": kind, "models": digests, "dataset": dataset.digest,
             "test_samples": g.test_samples, "latency": g.latency.model_dump(),
             "threads": t.threads, "isa": targets.TARGETS[t.name].isa,
-            "host": hostinfo.fingerprint(), "versions": versions(RUNTIME_LIBS),
+            "host": host or hostinfo.fingerprint(), "versions": versions(RUNTIME_LIBS),
             "code": code_digest(*VALIDATION_CODE),
         })
 
@@ -294,19 +344,12 @@ class Builder:
         if (art.name, runtime) in self.scores:
             return
 
-        def compute() -> dict[str, Any]:
-            x = prepared(dataset, "test", art.model.preprocess, limit=g.test_samples)
-            probs = predict(art.model, x, runtime)
-            labels = dataset.labels_of("test", g.test_samples) if dataset.labeled else None
-            result = score(probs, labels)
-            result["top1"] = probs.argmax(axis=1).tolist()
-            result["scores"] = pack(probs)
-            return result
-
         kind = f"accuracy/{runtime}" if runtime else "accuracy"
         what = f"accuracy of {art.name}" + (f" with {runtime}" if runtime else "")
-        hit = dict(self.measured(self._validation_key(kind, [art.model.digest], dataset), what,
-                                 compute))
+        hit = dict(self.measured(
+            self._validation_key(kind, [art.model.digest], dataset), what,
+            lambda: self.offload(what, test_scores, art.model, dataset, g.test_samples,
+                                 runtime)))
         self.scores[(art.name, runtime)] = unpack(hit.pop("scores"))
         if runtime:
             art.validation.setdefault("runtimes", {}).setdefault(runtime, {}).update(hit)
@@ -369,25 +412,37 @@ class Builder:
     def latency(self, group: list[Artifact], dataset: Dataset,
                 alternates: list[runtimes.Pair] = ()) -> None:
         """One subprocess for all models, timed in alternating rounds, so ratios are fair;
-        artifacts run by a second runtime are timed in the same rounds."""
+        artifacts run by a second runtime are timed in the same rounds. On a cluster with a
+        node that declares the target's resource, that node times them, natively."""
         g, t = self.recipe.gates, self.recipe.target
         arts = {a.name: a for a in group}
         entries = {a.name: (a, None) for a in group} | {
             p.key: (arts[p.artifact], p.runtime) for p in alternates}
+        node = self.executor.target_node(t.name) if self.executor else None
+        where = {"ray_node": node["ip"], "resource": node["resource"]} if node else None
         key = self._validation_key("latency", [(k, a.model.digest, rt) for k, (a, rt)
-                                               in entries.items()], dataset)
+                                               in entries.items()], dataset, where)
 
         def compute() -> dict[str, Any]:
             x = {k: prepared(dataset, "test", a.model.preprocess, limit=1)
                  for k, (a, _) in entries.items()}
-            return measure({k: a.model for k, (a, _) in entries.items()}, x, t.threads,
-                           g.latency.warmup, g.latency.runs, targets.TARGETS[t.name].isa,
-                           runtimes={k: rt for k, (_, rt) in entries.items() if rt})
+            args = ({k: a.model for k, (a, _) in entries.items()}, x, t.threads,
+                    g.latency.warmup, g.latency.runs, targets.TARGETS[t.name].isa,
+                    {k: rt for k, (_, rt) in entries.items() if rt})
+            if node is None:
+                return {**measured_here(*args), "where": "build host"}
+            value, ran = self.executor.call(f"latency on the {t.name} node", measured_here,
+                                            *args, cpus=t.threads, node=node)
+            return {**value, "where": f"Ray node {ran['ip']} ({ran['node_id'][:8]}, "
+                                      f"declares {node['resource']})"}
 
         hit = self.measured(key, f"latency of {', '.join(entries)}", compute)
+        self.timed_on = timed_on(t.name, hit["where"], hit["cpu"])
+        self.progress.log(f"latency timed on {self.timed_on['where']}: "
+                          f"{self.timed_on['cpu']}, {self.timed_on['summary']}")
         for k, (art, rt) in entries.items():
             runtime = rt or targets.default_runtime(art.model.kind)
-            lat = {**hit[k], "isa_cap": cap_note(runtime, t.name)["note"]}
+            lat = {**hit["models"][k], "isa_cap": cap_note(runtime, t.name, hit["cpu"])["note"]}
             if rt:
                 art.validation.setdefault("runtimes", {}).setdefault(rt, {})["latency"] = lat
             else:
@@ -448,10 +503,9 @@ class Builder:
         artifacts = [source, *self.steps(source, dataset)]
         alternates = self.alternates(artifacts)
         by_name = {a.name: a for a in artifacts}
-        for art in artifacts:
-            self.accuracy(art, dataset)
-        for p in alternates:
-            self.accuracy(by_name[p.artifact], dataset, p.runtime)
+        self._each(lambda a: self.accuracy(a, dataset), artifacts)
+        self._each(lambda p: self.accuracy(by_name[p.artifact], dataset, p.runtime),
+                   alternates)
         self.latency(artifacts, dataset, alternates)
         for art in artifacts:
             if art.model.is_onnx:
@@ -579,6 +633,9 @@ class Builder:
             "cache": {"root": str(self.cache.root), "hits": self.hits, "misses": self.misses,
                       "shared": self.shared, "all_cached": self.misses == 0},
             "host": {**hostinfo.cpu(), "versus_target": hostinfo.versus_target(t.name)},
+            "timed_on": self.timed_on,
+            "executor": (self.executor.summary() if self.executor else
+                         {"kind": "local", "candidates": self.workers}),
             "target": {"name": t.name, "runtime": t.runtime, "memory_mb": t.memory_mb,
                        "vcpus": round(share, 3), "threads": t.threads,
                        "isa": targets.TARGETS[t.name].isa,
@@ -604,6 +661,22 @@ class Builder:
         }
 
 
+def timed_on(target: str, where: str, cpu: dict[str, Any]) -> dict[str, Any]:
+    """Where the target's latency was measured and how that CPU differs from the target's."""
+    vs = hostinfo.versus_target(target, cpu)
+    extra, missing = vs["host_extra_flags"], vs["target_flags_missing_on_host"]
+    if not vs["same_arch"]:
+        summary = f"{cpu['arch']}, not the target's architecture"
+    elif extra:
+        summary = ("has " + ", ".join(extra) + f" beyond {target}'s {vs['target_isa']}: int8 "
+                   "and fp16 timings may be faster than on the target")
+    else:
+        summary = f"no extensions beyond {target}'s {vs['target_isa']}: native timing"
+    return {"target": target, "where": where, "cpu": cpu["model"], "arch": cpu["arch"],
+            "flags": cpu["flags"], "extra_flags": extra, "missing_flags": missing,
+            "native": vs["same_arch"] and not extra, "summary": summary}
+
+
 def per_class_section(classes: list[str], source: Artifact, ship: Artifact) -> dict[str, Any]:
     """Source and shipped artifact side by side, class by class, in output order."""
     mine, ref = ship.validation["per_class"], source.validation["per_class"]
@@ -621,7 +694,7 @@ def per_class_section(classes: list[str], source: Artifact, ship: Artifact) -> d
 
 def build(recipe: Recipe, recipe_file: Path, out_dir: Path | None, cache: Cache,
           progress: Progress, force: bool = False, prefer: str | None = None,
-          require_proof: bool = False, retry: bool = False) -> BuildResult:
+          require_proof: bool = False, retry: bool = False, executor=None) -> BuildResult:
     out = out_dir or Path("artifacts") / recipe.name
     return Builder(recipe, recipe_file, cache, progress, force, prefer, require_proof,
-                   retry).run(out)
+                   retry, executor).run(out)

@@ -61,6 +61,8 @@ class Target(BaseModel):
     fp16_native: bool = False
     opt_in: bool = False
     note: str = ""
+    # the custom resource a Ray node with this CPU declares, so latency is timed there
+    ray_resource: str = ""
 
 
 LIMITS = Limits(
@@ -121,6 +123,7 @@ TARGETS: dict[str, Target] = {
             cpu="Haswell",
             flags=_AVX2,
             price_gb_s=0.0000166667,
+            ray_resource="target_x86_64_avx2",
             note="Lambda documents AVX2 only; no VNNI, so int8 matmuls may saturate",
         ),
         Target(
@@ -131,6 +134,7 @@ TARGETS: dict[str, Target] = {
             flags=_AVX512,
             price_gb_s=0.0000166667,
             opt_in=True,
+            ray_resource="target_x86_64_avx512",
             note="not promised by Lambda; only for hosts you control",
         ),
         Target(
@@ -141,6 +145,7 @@ TARGETS: dict[str, Target] = {
             flags=("asimd", "asimddp", "fphp", "asimdhp"),
             price_gb_s=0.0000133334,
             fp16_native=True,
+            ray_resource="target_arm64",
             note="Graviton2: dotprod and fp16 arithmetic",
         ),
     )

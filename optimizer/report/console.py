@@ -54,6 +54,9 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
                       f"{v['agreement']:.2f}", f"{lat['p50_ms']:.3f}", f"{lat['p95_ms']:.3f}",
                       f"{lat['load_ms']:.1f}", escape(gates))
     console.print(table)
+    if on := r.get("timed_on"):
+        console.print(escape(f"latency timed on {on['where']}: {on['summary']}"),
+                      highlight=False)
     if r.get("packages"):
         pkg = r["packages"][0]
         pt = Table(title=escape(f"packages of {pkg['model']} ({pkg['model_runtime']})"))

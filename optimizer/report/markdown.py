@@ -157,6 +157,36 @@ def init_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _timed_on(r: dict[str, Any]) -> list[str]:
+    on = r.get("timed_on") or {}
+    if not on:
+        return []
+    return [f"- Timed on: {on['where']}, {on['cpu']} ({on['arch']}; "
+            f"{' '.join(on['flags']) or 'no flags read'}): {on['summary']}"]
+
+
+def _executor(r: dict[str, Any]) -> list[str]:
+    ex = r.get("executor") or {}
+    if ex.get("kind") != "ray":
+        runs = [f"{k}: {v['processes']} process(es) x {v['threads']} thread(s)"
+                for k, v in (ex.get("candidates") or {}).items()]
+        return [f"- Ran on: this machine{' (' + '; '.join(runs) + ')' if runs else ''}"]
+    tasks = ex["tasks"]
+    nodes = ", ".join(f"{n['ip']} ({n['node_id'][:8]}: "
+                      + ", ".join(f"{v:g} {k}" for k, v in n["resources"].items()) + ")"
+                      for n in ex["nodes"])
+    lines = [f"- Ran on: Ray at {ex['address']}, {len(ex['nodes'])} node(s): {nodes}; "
+             f"{len(tasks)} task(s), {ex['cpus_per_task']} CPU(s) each"
+             + ("" if tasks else " (everything came from the driver's cache)")]
+    if tasks:
+        run = sum(t["run_s"] for t in tasks)
+        over = sorted(t["overhead_s"] for t in tasks)
+        lines.append(f"- Ray tasks: {run:.1f} s of work; time in Ray (queue, transfer, "
+                     f"start) per task: median {over[len(over) // 2]:.2f} s, most "
+                     f"{over[-1]:.2f} s")
+    return lines
+
+
 def render(r: dict[str, Any]) -> str:
     t, h = r["target"], r["host"]
     vs = h["versus_target"]
@@ -224,6 +254,8 @@ def render(r: dict[str, Any]) -> str:
         f"- Target: {t['name']} ({t['isa']}), runtime {t['runtime']}, {t['memory_mb']} MB",
         f"- Host extensions the target does not promise: "
         f"{', '.join(vs['host_extra_flags']) or 'none'}",
+        *_timed_on(r),
+        *_executor(r),
         "",
     ]
     caps: dict[str, list[str]] = {}

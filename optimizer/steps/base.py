@@ -38,6 +38,11 @@ class StepConfig(BaseModel):
         return [("", self)]
 
 
+def in_process(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """StepContext.offload where there is no cluster: the work runs right here."""
+    return fn(*args)
+
+
 @dataclass
 class StepContext:
     """Everything a step may read; it writes only under `out_dir` (and `checkpoints`)."""
@@ -50,3 +55,7 @@ class StepContext:
     checkpoints: Path
     # cached(key parts, label, produce(folder)) -> folder: shared intermediate results
     cached: Callable[[dict[str, Any], str, Callable[[Path], None]], Path]
+    # offload(what, fn, *args) -> fn(*args), here or on a Ray worker: heavy pure work
+    offload: Callable[..., Any] = in_process
+    # called with the checkpoint folder after each epoch's checkpoint is complete
+    on_checkpoint: Callable[[Path], None] | None = None

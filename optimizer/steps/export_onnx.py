@@ -244,11 +244,43 @@ def canonical_names(proto) -> None:
             if dim.dim_param:
                 dim.dim_param = fix(dim.dim_param)
 
-    for v in (*g.input, *g.output, *g.value_info):
-        fix_value(v)
-    for t in g.initializer:
-        t.name = fix(t.name)
+    # numbered in node order, which is stable; the initializers' order is not (a set's)
     for n in g.node:
         n.name = fix(n.name)
         n.input[:] = [fix(x) for x in n.input]
         n.output[:] = [fix(x) for x in n.output]
+    for v in (*g.input, *g.output, *g.value_info):
+        fix_value(v)
+    for t in g.initializer:
+        t.name = fix(t.name)
+    _shared_constants(g)
+    ordered = sorted(g.initializer, key=lambda t: t.name)
+    copies = [type(t)() for t in ordered]
+    for copy, t in zip(copies, ordered, strict=True):
+        copy.CopyFrom(t)
+    del g.initializer[:]
+    g.initializer.extend(copies)
+
+
+def _shared_constants(g) -> None:
+    """tf2onnx merges equal constants under the name of whichever member it met first in a
+    set, which differs between processes; name each merged one by its first use instead."""
+    users: dict[str, int] = {}
+    for n in g.node:
+        for x in n.input:
+            users[x] = users.get(x, 0) + 1
+    order = {x: i for i, x in enumerate(dict.fromkeys(x for n in g.node for x in n.input))}
+    shared = sorted((t for t in g.initializer if users.get(t.name, 0) > 1),
+                    key=lambda t: order[t.name])
+    taken = {t.name for t in g.initializer} | {x for n in g.node for x in n.output}
+    renamed = {}
+    for i, t in enumerate(shared):
+        new = f"shared_const_{i}"
+        while new in taken:
+            new += "_"
+        renamed[t.name], t.name = new, new
+    if renamed:
+        for n in g.node:
+            n.input[:] = [renamed.get(x, x) for x in n.input]
+        for v in g.input:
+            v.name = renamed.get(v.name, v.name)

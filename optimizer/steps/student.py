@@ -111,7 +111,9 @@ def _teacher_logits(teacher: ModelRef, cfg: DistillConfig, ctx: StepContext,
     images = [ds.images[i] for i in ds.indices("train")] + extra
 
     def produce(folder: Path) -> None:
-        np.save(folder / "logits.npy", teacher_outputs.logits(teacher, images))
+        np.save(folder / "logits.npy", ctx.offload(
+            f"teacher outputs of {teacher.info.get('student') or teacher.kind}",
+            teacher_outputs.logits, teacher, images))
 
     parts = {"teacher_outputs": teacher.digest, "dataset": ds.digest,
              "unlabeled": file_digests([cfg.unlabeled] if cfg.unlabeled else []),

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,16 +185,45 @@ def train(spec, pre, n_classes: int, data: TrainData, cfg: TrainConfig, objectiv
     logits_model, model = nets.build(spec, pre.channels, n_classes, *nets.channel_stats(data.x))
     try:
         result = fit(logits_model, data, cfg, objective, ctx.progress, ctx.checkpoints,
-                     f"{step} {spec.label}")
+                     f"{step} {spec.label}", ctx.on_checkpoint)
     except FloatingPointError as exc:
         raise StepFailed(step, str(exc)) from None
     model.save(out)
+    reproducible(out)
     return model, result
 
 
+def reproducible(path: Path) -> None:
+    """Keras writes the time of saving and memory addresses (`shared_object_id`) into a
+    .keras file, so the same weights give other bytes, and another digest, every run; put
+    the first in order of appearance, drop the second, and fix the zip members' times."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = [(i, z.read(i)) for i in z.infolist()]
+    ids: dict[bytes, int] = {}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w") as z:
+        for info, data in members:
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                data = re.sub(rb'"shared_object_id": (\d+)', lambda m: b'"shared_object_id": %d'
+                              % ids.setdefault(m[1], len(ids) + 1), data)
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            z.writestr(fixed, data)
+    os.replace(tmp, path)
+
+
 def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, progress,
-        checkpoints: Path, label: str) -> dict[str, Any]:
-    """Trains `logits_model` in place and leaves it holding the best validation weights."""
+        checkpoints: Path, label: str,
+        on_checkpoint: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Trains `logits_model` in place and leaves it holding the best validation weights;
+    `on_checkpoint` sees each complete checkpoint (a Ray task sends it to the driver)."""
     import keras
 
     n = len(data.x)
@@ -250,6 +280,8 @@ def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, p
             if cfg.patience is not None and has_val and state["wait"] >= cfg.patience:
                 state["stopped_early"] = True
             store.save(logits_model, optimizer, state, improved or not has_val)
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoints)
             note = f"epoch {epoch + 1}/{cfg.epochs} loss={loss:.4f}" + (
                 f" val_acc={val:.2f}%" if val is not None else "")
             advance(1, note)

@@ -89,7 +89,6 @@ def run_step(payload: dict[str, Any]):
     import tensorflow as tf
 
     from optimizer.cache import Cache
-    from optimizer.data import load_dataset
     from optimizer.progress import Progress
     from optimizer.steps import STEPS
     from optimizer.steps.base import StepContext
@@ -101,7 +100,8 @@ def run_step(payload: dict[str, Any]):
     progress.console = Console(stderr=True, force_terminal=False, force_interactive=False)
 
     cfg = payload["config"]
+    # the driver's dataset (in the model's class order), not a fresh load of the recipe's
     ctx = StepContext(out_dir=Path(payload["out_dir"]), recipe=payload["recipe"],
-                      dataset=load_dataset(payload["recipe"].dataset), progress=progress,
+                      dataset=payload["dataset"], progress=progress,
                       checkpoints=Path(payload["checkpoints"]), cached=cache.ensure_parts)
     return STEPS[cfg.step].run(payload["model"], cfg, ctx)

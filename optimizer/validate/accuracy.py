@@ -50,3 +50,17 @@ def pack(scores: np.ndarray) -> dict:
 def unpack(doc: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(doc["float32"]), dtype=np.float32).reshape(
         doc["shape"])
+
+
+def test_scores(model: ModelRef, dataset, limit: int | None,
+                runtime: str | None = None) -> dict:
+    """Score, answers and packed scores on the test split: one unit of work, so it can run
+    here or on a Ray worker and come back as the same cached record."""
+    from optimizer.data import prepared
+
+    probs = predict(model, prepared(dataset, "test", model.preprocess, limit=limit), runtime)
+    labels = dataset.labels_of("test", limit) if dataset.labeled else None
+    result = score(probs, labels)
+    result["top1"] = probs.argmax(axis=1).tolist()
+    result["scores"] = pack(probs)
+    return result

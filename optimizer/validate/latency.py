@@ -32,10 +32,11 @@ def isa_env(target_isa: str) -> dict[str, str]:
     return {"ONEDNN_MAX_CPU_ISA": cap} if cap else {}
 
 
-def cap_note(runtime: str, target: str) -> dict[str, str | bool]:
-    """Whether this runtime's timing was held to the target's ISA, and how."""
+def cap_note(runtime: str, target: str, host: dict | None = None) -> dict[str, str | bool]:
+    """Whether this runtime's timing was held to the target's ISA, and how, on `host` (the
+    cpu() of the machine that timed it; this one by default)."""
     r = targets.INFERENCE_RUNTIMES[runtime]
-    vs = hostinfo.versus_target(target)
+    vs = hostinfo.versus_target(target, host)
     extras = vs["host_extra_flags"]
     if r.isa_cap == "ONEDNN_MAX_CPU_ISA":
         cap = targets.ONEDNN_CAP.get(vs["target_isa"])
@@ -103,3 +104,12 @@ def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarr
         where = f" under {emulate.describe()}" if emulate else ""
         raise OptimizerError(f"latency measurement of {sorted(models)}{where} failed: {tail}")
     return json.loads(lines[-1])
+
+
+def measured_here(models: dict[str, ModelRef], sample: dict[str, np.ndarray], threads: int,
+                  warmup: int, runs: int, target_isa: str,
+                  runtimes: dict[str, str]) -> dict[str, dict]:
+    """measure() plus the CPU that did it: the unit a Ray node with the target's CPU runs."""
+    return {"models": measure(models, sample, threads, warmup, runs, target_isa,
+                              runtimes=runtimes),
+            "cpu": hostinfo.cpu()}
