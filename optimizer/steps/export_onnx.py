@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -15,6 +16,7 @@ from optimizer.model import FILE_NAMES, ModelRef
 from optimizer.steps.base import StepConfig, StepContext
 
 INPUT_NAME = "input"
+_CONVERTING = threading.Lock()
 
 
 class ExportOnnxConfig(StepConfig):
@@ -133,6 +135,40 @@ def _unconverted(proto) -> dict[str, list[str]]:
     return out
 
 
+def _node_hash(node) -> int:
+    return hash(node.name)
+
+
+_warmed: list[bool] = []
+
+
+def _repeatable_converter() -> None:
+    """Makes one model convert to one graph in any process, whatever ran there before.
+
+    Three pieces of tf2onnx's process state leak into its output: its transpose pass walks
+    sets of Node objects, which Python orders by memory address (hashed by name instead;
+    a node's name is fixed for its life and equality stays identity); it numbers the nodes
+    it makes with a process-wide counter (reset); and the first conversion in a process
+    folds one Reshape fewer than every later one (seen on a MobileNetV3 student: 248 nodes
+    first, 247 after any other conversion, even of x + 1), so a tiny conversion runs first.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    import tf2onnx.utils
+    from tf2onnx.graph import Node
+
+    Node.__hash__ = _node_hash
+    if not _warmed:
+        _warmed.append(True)
+        spec = (tf.TensorSpec((None, 2), tf.float32, INPUT_NAME),)
+        graph, inputs, outputs, _ = frozen_graph(
+            tf.function(lambda x: tf.nn.relu(x) + 1.0, input_signature=spec))
+        tf2onnx.utils.INTERNAL_NAME = 1
+        tf2onnx.convert.from_graph_def(graph, input_names=inputs, output_names=outputs,
+                                       opset=13)
+    tf2onnx.utils.INTERNAL_NAME = 1
+
+
 def convert(fn, opset: int, step: str) -> tuple[Any, dict[str, Any]]:
     """The ONNX proto and what the converter did (rewrites, passes it could not apply)."""
     import tf2onnx
@@ -149,9 +185,11 @@ def convert(fn, opset: int, step: str) -> tuple[Any, dict[str, Any]]:
     logger = logging.getLogger("tf2onnx")
     logger.addHandler(warnings)
     try:
-        proto, _ = tf2onnx.convert.from_graph_def(
-            graph, input_names=inputs, output_names=outputs, opset=opset,
-            tensors_to_rename={inputs[0]: INPUT_NAME})
+        with _CONVERTING:  # the counter and the hash are process-wide
+            _repeatable_converter()
+            proto, _ = tf2onnx.convert.from_graph_def(
+                graph, input_names=inputs, output_names=outputs, opset=opset,
+                tensors_to_rename={inputs[0]: INPUT_NAME})
     except Exception as exc:  # tf2onnx raises bare Exceptions naming the op it cannot map
         raise StepFailed(step, f"tf2onnx could not convert: {_first_line(exc)}") from None
     finally:
