@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from optimizer import __version__
+from optimizer import HASH_SEED, __version__
 from optimizer.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput, OptimizerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,11 +39,48 @@ def _root(
     """optimizer: trained image models in, Lambda-ready artifacts out."""
 
 
+# where --json documents go: the real stdout, which _guard keeps for them alone
+_documents: list[Any] = []
+
+
 def _emit(as_json: bool, doc: dict[str, Any], text: Callable[[], None]) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        out = _documents[-1] if _documents else sys.stdout
+        out.write(json.dumps(doc, indent=2) + "\n")
+        out.flush()
     else:
         text()
+
+
+@contextlib.contextmanager
+def _stdout_for_documents(as_json: bool) -> Iterator[None]:
+    """With --json, stdout holds one document and nothing else: whatever libraries print
+    meanwhile (Ray's driver reports a dead worker on stdout, native code writes to fd 1)
+    goes to stderr instead."""
+    if not as_json:
+        yield
+        return
+    previous = sys.stdout
+    previous.flush()
+    try:
+        real_fd = previous.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a test runner's buffer
+        real_fd = False
+    out = os.fdopen(os.dup(1), "w") if real_fd else previous
+    if real_fd:
+        os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    _documents.append(out)
+    try:
+        yield
+    finally:
+        _documents.pop()
+        sys.stdout = previous
+        sys.stderr.flush()
+        if real_fd:
+            out.flush()
+            os.dup2(out.fileno(), 1)
+            out.close()
 
 
 _signalled: list[int] = []
@@ -62,8 +100,14 @@ def _guard(as_json: bool, fn: Callable[[], int]) -> None:
     """Runs a command; known failures become one line on stderr (or JSON) and an exit code."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    with _stdout_for_documents(as_json):
+        code = _documented(as_json, fn)
+    raise typer.Exit(code)
+
+
+def _documented(as_json: bool, fn: Callable[[], int]) -> int:
     try:
-        code = fn()
+        return fn()
     except KeyboardInterrupt:
         _interrupted()
     except Exception as exc:
@@ -79,11 +123,10 @@ def _guard(as_json: bool, fn: Callable[[], int]) -> None:
                 doc["errors"] = lines
             if isinstance(getattr(exc, "record", None), dict):
                 doc["source_check"] = exc.record
-            sys.stdout.write(json.dumps(doc) + "\n")
+            _emit(True, doc, lambda: None)
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -505,7 +548,18 @@ def tune(
 
 
 def main() -> None:
-    """Console-script entry point; usage errors from typer already exit with 2."""
+    """Console-script entry point; usage errors from typer already exit with 2.
+
+    tf2onnx's graph passes iterate sets of names, so under another string-hash seed the
+    same model converts to a different (equivalent) graph, with another digest, and every
+    step after it misses the cache. The build starts again, at once, under one fixed seed
+    (child processes and Ray tasks get the same), which makes builds repeatable."""
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        args = sys.argv[1:]
+        head = ([sys.executable, "-m", "optimizer"] if sys.argv[0].endswith("__main__.py")
+                else [sys.executable, sys.argv[0]])
+        os.execv(sys.executable, [*head, *args])
     app()
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from optimizer import targets
+from optimizer import HASH_SEED, targets
 from optimizer.cluster import work
 from optimizer.cluster.address import check_reachable, resolve
 from optimizer.cluster.portable import pack, ship, unpack, without_memo
@@ -188,10 +188,13 @@ class RayExecutor:
                    self.dataset(a) if isinstance(a, Dataset) else self._args(a) for a in args]
         options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "resources": resources,
                                    "max_retries": RETRIES, "name": what[:60]}
+        # workers start under the build's hash seed (exports are repeatable); a fresh task
+        # gets a pool of its own (another runtime env), so its process has not run
+        # TensorFlow for another task before, and max_calls=1 ends it afterwards
+        env = {"PYTHONHASHSEED": HASH_SEED}
         if fresh:
-            # its own worker pool (a runtime env of its own), so the process has not run
-            # TensorFlow for another task before; max_calls=1 ends it afterwards
-            options["runtime_env"] = {"env_vars": {"OPTIMIZER_TASK_CPUS": f"{cpus:g}"}}
+            env["OPTIMIZER_TASK_CPUS"] = f"{cpus:g}"
+        options["runtime_env"] = {"env_vars": env}
         submitted = time.time()
         ref = (self._fresh if fresh else self._remote).options(**options).remote(fn, *shipped)
         try:
