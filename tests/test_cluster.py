@@ -30,6 +30,95 @@ STEPS = """
 STUDENT = "student@MobileNetV2-a0.35-r32"
 
 
+# --- pieces ---------------------------------------------------------------------------
+
+
+def test_folders_travel_as_bytes_and_paths_are_repointed(tmp_path):
+    from optimizer.cluster.portable import files_of, land_files, pack, unpack
+    from optimizer.steps.student import DistillConfig
+
+    images = tmp_path / "unlabeled"
+    (images / "deep").mkdir(parents=True)
+    (images / "deep" / "a.png").write_bytes(b"png")
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"weights")
+    cfg = DistillConfig(step="distill", unlabeled=images,
+                        student={"architecture": "MobileNetV2", "weights": weights})
+    files = files_of(cfg)
+    assert set(files) == {str(images), str(weights)}
+    landed = land_files(cfg, files, tmp_path / "worker")
+    assert landed.unlabeled != images and (landed.unlabeled / "deep" / "a.png").read_bytes() \
+        == b"png"
+    assert landed.student.weights.read_bytes() == b"weights"
+    assert landed.student.weights != weights and cfg.student.weights == weights  # a copy
+    # packing is deterministic and keeps nothing but names and bytes
+    assert pack(images) == pack(images)
+    import io
+    import tarfile
+
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../escaped")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(tarfile.TarError):
+        unpack(evil.getvalue(), tmp_path / "victim")
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_addresses_are_read_before_anything_connects(monkeypatch, tmp_path):
+    from optimizer.cluster import address
+    from optimizer.errors import BadInput
+
+    assert address.resolve("10.0.0.5") == "10.0.0.5:6379"
+    assert address.resolve(" head.internal:6380 ") == "head.internal:6380"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:7000")
+    assert address.resolve("auto") == "127.0.0.1:7000"
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(address, "CURRENT_CLUSTER", tmp_path / "none")
+    for bad, words in (("auto", "no Ray cluster is running"), ("h:0", "HOST:PORT"),
+                       ("h:x", "HOST:PORT"), ("ray://h:10001", "Ray Client")):
+        with pytest.raises(BadInput, match=words):
+            address.resolve(bad)
+
+
+def test_keras_files_are_the_same_bytes_for_the_same_weights(tmp_path):
+    import keras
+
+    from optimizer.train.loop import reproducible
+
+    paths = []
+    for i in range(2):
+        keras.utils.set_random_seed(0)
+        # names fixed: Keras numbers unnamed layers per process, and students name theirs
+        model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3, name="d")],
+                                 name="m")
+        paths.append(tmp_path / f"m{i}.keras")
+        model.save(paths[-1])
+        time.sleep(1.1 if i == 0 else 0)  # another second in Keras's date_saved
+        reproducible(paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    back = keras.models.load_model(paths[0])
+    assert back.output_shape == (None, 3)
+
+
+def test_where_latency_was_timed_is_said_plainly():
+    from optimizer.pipeline import timed_on
+
+    avx512 = {"model": "Xeon", "arch": "x86_64",
+              "flags": ["avx", "avx2", "avx512f", "avx512_vnni", "fma"]}
+    on = timed_on("x86_64", "build host", avx512)
+    assert not on["native"] and "avx512_vnni" in on["extra_flags"]
+    assert "may be faster than on the target" in on["summary"]
+    avx2 = {**avx512, "flags": ["avx", "avx2", "fma", "f16c"]}
+    assert timed_on("x86_64", "Ray node", avx2)["native"]
+    arm = {"model": "Neoverse-N1", "arch": "aarch64", "flags": ["asimd", "asimddp"]}
+    assert "not the target's architecture" in timed_on("x86_64", "x", arm)["summary"]
+
+
+# --- a real cluster ---------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def cluster():
     if why := ray_cluster.available():
@@ -68,13 +157,45 @@ def local_build(recipe, tmp_path_factory):
     return doc
 
 
+def _kill_mid_training(cluster, proc: subprocess.Popen, cache: Path) -> int | None:
+    """SIGKILL the STUDENT candidate's worker once the driver's cache holds a checkpoint of
+    it (the store actor writes each epoch's there) and before its training has finished."""
+    deadline = time.time() + 600
+    label = STUDENT.split("@")[1]
+    while time.time() < deadline and proc.poll() is None:
+        for pointer in (cache / "checkpoints").glob("*/current"):
+            try:  # the store swaps checkpoints in through dot-named folders; skip those
+                epoch = pointer.read_text().strip()
+                state = json.loads((pointer.parent / epoch / "state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if pointer.parent.name.startswith(".") or not state["of"].endswith(label) \
+                    or state["epoch"] >= 3:
+                continue
+            workers = [p for p in cluster.pids()
+                       if cluster.cmdline(p).startswith(f"ray::{STUDENT}")]
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                return workers[0]
+        time.sleep(0.02)
+    return None
+
+
 @pytest.fixture(scope="module")
 def ray_build(cluster, recipe, tmp_path_factory):
+    """The recipe on the cluster, with one candidate's worker killed mid-training: one build
+    serves every check (the suite's time budget), and the kill must not change a byte."""
     tmp = tmp_path_factory.mktemp("ray")
-    res, doc = _build(cluster.cmd(), recipe, tmp / "out", tmp / "cache", "--ray",
-                      cluster.address)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return {"doc": doc, "stderr": res.stderr, "tmp": tmp}
+    env = {**os.environ, "OPTIMIZER_CACHE": str(tmp / "cache")}
+    env.pop("OPTIMIZER_RAY", None)
+    proc = subprocess.Popen(cluster.cmd(sys.executable, "-m", "optimizer", "build",
+                                        str(recipe), "--out", str(tmp / "out"), "--json",
+                                        "--ray", cluster.address),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    killed = _kill_mid_training(cluster, proc, tmp / "cache")
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    return {"doc": json.loads(out), "stderr": err, "tmp": tmp, "killed": killed}
 
 
 def _by_name(doc: dict) -> dict[str, dict]:
@@ -105,13 +226,40 @@ def test_ray_build_equals_the_local_build(local_build, ray_build):
     assert len({t["node_id"] for t in ex["tasks"]}) == 2  # both nodes took work
 
 
+CONVERT_TWICE = """
+import hashlib, sys
+import keras, tensorflow as tf
+from optimizer.steps.export_onnx import canonical_names, convert
+model = keras.models.load_model(sys.argv[1])
+spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, "input"),)
+fn = tf.function(lambda x: model(x, training=False), input_signature=spec)
+for _ in range(2):
+    proto, _ = convert(fn, 17, "fp32")
+    canonical_names(proto)
+    print(len(proto.graph.node), hashlib.sha256(proto.SerializeToString()).hexdigest())
+"""
+
+
+def test_one_model_converts_to_the_same_graph_first_or_later_in_a_process(local_build):
+    """The first tf2onnx conversion in a process used to fold one Reshape fewer than later
+    ones (this trained MobileNetV3 student: 248 nodes, then 247), so an export's bytes hung
+    on what its Ray worker had run before."""
+    keras_file = Path(local_build["out_dir"]) / "student@MobileNetV3Small-a0.35-r32.keras"
+    res = subprocess.run([sys.executable, "-c", CONVERT_TWICE, str(keras_file)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    first, later = res.stdout.split()[:2], res.stdout.split()[2:]
+    assert first == later
+
+
 def test_latency_is_timed_on_the_node_declaring_the_target(ray_build, local_build):
     doc = ray_build["doc"]
     (task,) = [t for t in doc["executor"]["tasks"] if t["what"].startswith("latency")]
     assert task["resource"] == "target_x86_64_avx2"
     declaring = [n["node_id"] for n in doc["executor"]["nodes"]
                  if "target_x86_64_avx2" in n["resources"]]
-    assert task["node_id"] == declaring == [task["node_id"]]
+    assert declaring == [task["node_id"]]
     on = doc["timed_on"]
     assert "declares target_x86_64_avx2" in on["where"] and task["node_id"][:8] in on["where"]
     assert on["flags"] and "avx2" in on["flags"] and on["target"] == "x86_64"
@@ -129,40 +277,18 @@ def test_a_cache_hit_on_the_driver_sends_nothing(cluster, recipe, ray_build):
     assert doc["ship"] == ray_build["doc"]["ship"]
 
 
-def test_a_worker_killed_mid_training_is_retried_and_resumes(cluster, recipe, ray_build,
-                                                             tmp_path):
-    cache = tmp_path / "cache"
-    env = {**os.environ, "OPTIMIZER_CACHE": str(cache)}
-    proc = subprocess.Popen(cluster.cmd(sys.executable, "-m", "optimizer", "build",
-                                        str(recipe), "--out", str(tmp_path / "out"), "--json",
-                                        "--ray", cluster.address),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    killed = None
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and killed is None:
-        # the store actor writes each epoch's checkpoint into the driver's cache
-        for pointer in (cache / "checkpoints").glob("*/current"):
-            if pointer.read_text().strip() != "epoch-0001":
-                continue
-            workers = [p for p in cluster.pids()
-                       if cluster.cmdline(p).startswith(f"ray::{STUDENT}")]
-            if workers:
-                os.kill(workers[0], signal.SIGKILL)
-                killed = workers[0]
-        time.sleep(0.05)
-    out, err = proc.communicate(timeout=900)
-    assert killed, f"no training worker seen after epoch 1: {err.decode()[-2000:]}"
-    assert proc.returncode == 0, err.decode()[-3000:]
-    doc = json.loads(out)
-    student = _by_name(doc)[STUDENT]
-    assert student["info"]["training"]["resumed_from"] in (1, 2)
+def test_a_worker_killed_mid_training_is_retried_and_resumes(ray_build):
+    assert ray_build["killed"], "no training worker seen between epochs 1 and 3: " \
+        + ray_build["stderr"][-2000:]
+    student = _by_name(ray_build["doc"])[STUDENT]
+    # the driver's copy may lag the worker by an epoch: a kill after the last one resumes at 3
+    assert student["info"]["training"]["resumed_from"] in (1, 2, 3), \
+        ray_build["stderr"][-4000:]
     assert student["info"]["training"]["epoch"] == 3
-    # the same model as the uninterrupted build, to the byte
-    expected = _by_name(ray_build["doc"])
-    for name in (STUDENT, "fp32@MobileNetV2-a0.35-r32"):
-        assert _by_name(doc)[name]["digest"] == expected[name]["digest"], name
-    assert "resume" in err.decode()
-    assert not list((cache / "checkpoints").glob("*/current"))  # removed once stored
+    assert "resume" in ray_build["stderr"]
+    # checkpoints are removed once the model is stored; the bytes equal the local build's
+    # (test_ray_build_equals_the_local_build)
+    assert not list((ray_build["tmp"] / "cache" / "checkpoints").glob("*/current"))
 
 
 def test_unplaceable_task_is_an_error_not_a_wait(cluster, recipe, tmp_path):

@@ -233,7 +233,9 @@ def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, p
     n_classes = logits_model.output_shape[-1]
     logits_model.compile(optimizer=optimizer, loss=objective.loss(n_classes), jit_compile=False)
     store = Checkpoints(checkpoints)
-    state: dict[str, Any] = {"epoch": 0, "best_val": None, "best_epoch": 0, "wait": 0,
+    # `of` names the candidate in its checkpoint folder (whose name is a cache key)
+    state: dict[str, Any] = {"of": label, "epoch": 0, "best_val": None, "best_epoch": 0,
+                             "wait": 0,
                              "history": {"loss": [], "val_accuracy": [], "seconds": []},
                              "resumed_from": None, "stopped_early": False}
     found = store.latest()
