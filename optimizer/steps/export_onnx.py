@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -139,39 +140,31 @@ def _node_hash(node) -> int:
     return hash(node.name)
 
 
-_warmed: list[bool] = []
+@functools.cache
+def _settle_converter() -> None:
+    """Once per process: what of tf2onnx's process state would leak into its output.
 
-
-def _repeatable_converter() -> None:
-    """Makes one model convert to one graph in any process, whatever ran there before.
-
-    Three pieces of tf2onnx's process state leak into its output: its transpose pass walks
-    sets of Node objects, which Python orders by memory address (hashed by name instead;
-    a node's name is fixed for its life and equality stays identity); it numbers the nodes
-    it makes with a process-wide counter (reset); and the first conversion in a process
-    folds one Reshape fewer than every later one (seen on a MobileNetV3 student: 248 nodes
-    first, 247 after any other conversion, even of x + 1), so a tiny conversion runs first.
+    Its transpose pass walks sets of Node objects, which Python orders by memory address
+    (hashed by name instead: a node's name is fixed for its life and equality stays
+    identity); and the first conversion in a process folds one Reshape fewer than every
+    later one (seen on a MobileNetV3 student: 248 nodes first, 247 after any other
+    conversion, even of x + 1), so a tiny conversion runs first.
     """
     import tensorflow as tf
     import tf2onnx
-    import tf2onnx.utils
     from tf2onnx.graph import Node
 
     Node.__hash__ = _node_hash
-    if not _warmed:
-        _warmed.append(True)
-        spec = (tf.TensorSpec((None, 2), tf.float32, INPUT_NAME),)
-        graph, inputs, outputs, _ = frozen_graph(
-            tf.function(lambda x: tf.nn.relu(x) + 1.0, input_signature=spec))
-        tf2onnx.utils.INTERNAL_NAME = 1
-        tf2onnx.convert.from_graph_def(graph, input_names=inputs, output_names=outputs,
-                                       opset=13)
-    tf2onnx.utils.INTERNAL_NAME = 1
+    spec = (tf.TensorSpec((None, 2), tf.float32, INPUT_NAME),)
+    graph, inputs, outputs, _ = frozen_graph(
+        tf.function(lambda x: tf.nn.relu(x) + 1.0, input_signature=spec))
+    tf2onnx.convert.from_graph_def(graph, input_names=inputs, output_names=outputs, opset=13)
 
 
 def convert(fn, opset: int, step: str) -> tuple[Any, dict[str, Any]]:
     """The ONNX proto and what the converter did (rewrites, passes it could not apply)."""
     import tf2onnx
+    import tf2onnx.utils
 
     try:
         graph, inputs, outputs, applied = frozen_graph(fn)
@@ -185,8 +178,9 @@ def convert(fn, opset: int, step: str) -> tuple[Any, dict[str, Any]]:
     logger = logging.getLogger("tf2onnx")
     logger.addHandler(warnings)
     try:
-        with _CONVERTING:  # the counter and the hash are process-wide
-            _repeatable_converter()
+        with _CONVERTING:  # the name counter is process-wide
+            _settle_converter()
+            tf2onnx.utils.INTERNAL_NAME = 1  # numbers its new nodes from here, as if fresh
             proto, _ = tf2onnx.convert.from_graph_def(
                 graph, input_names=inputs, output_names=outputs, opset=opset,
                 tensors_to_rename={inputs[0]: INPUT_NAME})
