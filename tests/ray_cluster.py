@@ -8,6 +8,7 @@ process on the machine, a user's too).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,8 +30,11 @@ class Cluster:
     temp_dir: Path
 
     def cmd(self, *args: str) -> list[str]:
-        """A command run inside the cluster's namespace (where the driver must run too)."""
-        return ["ip", "netns", "exec", self.netns, *args]
+        """A command run inside the cluster's namespace (where the driver must run too).
+        Token auth is off explicitly: Ray turns it on for `ray start --head` whenever
+        ~/.ray/auth_token exists (any local ray.init() writes one), and then the second
+        node cannot join. Nothing outside the namespace can reach this cluster anyway."""
+        return ["ip", "netns", "exec", self.netns, "env", "RAY_AUTH_MODE=disabled", *args]
 
     def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(self.cmd(*args), capture_output=True, text=True, **kw)
@@ -67,6 +71,30 @@ class Cluster:
             time.sleep(0.5)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def build_command(recipe: Path, out: Path, cache: Path, *extra: str
+                  ) -> tuple[list[str], dict[str, str]]:
+    """`optimizer build --json` with a cache of its own; OPTIMIZER_RAY is dropped so each
+    build says for itself where it runs."""
+    env = {**os.environ, "OPTIMIZER_CACHE": str(cache)}
+    env.pop("OPTIMIZER_RAY", None)
+    return [sys.executable, "-m", "optimizer", "build", str(recipe), "--out", str(out),
+            "--json", *extra], env
+
+
+def build(prefix: list[str], recipe: Path, out: Path, cache: Path, *extra: str,
+          timeout: float = 900) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Run a build (inside the namespace when `prefix` is `Cluster.cmd()`); its report
+    document, or None when stdout is not one."""
+    argv, env = build_command(recipe, out, cache, *extra)
+    res = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout,
+                         env=env)
+    try:
+        doc = json.loads(res.stdout)
+    except ValueError:
+        doc = None
+    return res, doc
 
 
 def available() -> str | None:

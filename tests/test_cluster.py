@@ -4,6 +4,7 @@ on the node that declares the target's resource; bad addresses and unplaceable t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -135,24 +136,10 @@ def recipe(tmp_path_factory, tiny_keras) -> Path:
                         steps=STEPS, gates="max_accuracy_drop: 10\nprefer: size")
 
 
-def _build(cmd_prefix: list[str], recipe: Path, out: Path, cache: Path, *extra: str,
-           timeout: float = 900) -> tuple[subprocess.CompletedProcess, dict | None]:
-    env = {**os.environ, "OPTIMIZER_CACHE": str(cache)}
-    env.pop("OPTIMIZER_RAY", None)
-    res = subprocess.run([*cmd_prefix, sys.executable, "-m", "optimizer", "build",
-                          str(recipe), "--out", str(out), "--json", *extra],
-                         capture_output=True, text=True, timeout=timeout, env=env)
-    try:
-        doc = json.loads(res.stdout)
-    except ValueError:
-        doc = None
-    return res, doc
-
-
 @pytest.fixture(scope="module")
 def local_build(recipe, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
-    res, doc = _build([], recipe, tmp / "out", tmp / "cache")
+    res, doc = ray_cluster.build([], recipe, tmp / "out", tmp / "cache")
     assert res.returncode == 0, res.stderr[-3000:]
     return doc
 
@@ -186,12 +173,10 @@ def ray_build(cluster, recipe, tmp_path_factory):
     """The recipe on the cluster, with one candidate's worker killed mid-training: one build
     serves every check (the suite's time budget), and the kill must not change a byte."""
     tmp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "OPTIMIZER_CACHE": str(tmp / "cache")}
-    env.pop("OPTIMIZER_RAY", None)
-    proc = subprocess.Popen(cluster.cmd(sys.executable, "-m", "optimizer", "build",
-                                        str(recipe), "--out", str(tmp / "out"), "--json",
-                                        "--ray", cluster.address),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    argv, env = ray_cluster.build_command(recipe, tmp / "out", tmp / "cache", "--ray",
+                                          cluster.address)
+    proc = subprocess.Popen(cluster.cmd(*argv), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
     killed = _kill_mid_training(cluster, proc, tmp / "cache")
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
@@ -225,6 +210,59 @@ def test_ray_build_equals_the_local_build(local_build, ray_build):
     assert all(t["node_ip"] == "127.0.0.1" and t["run_s"] >= 0 for t in ex["tasks"])
     assert len({t["node_id"] for t in ex["tasks"]}) == 2  # both nodes took work
 
+
+HOLDS_ITS_CPU = """
+import json, sys, time, ray
+from optimizer.cluster import work
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+wait = getattr(work, sys.argv[2]) if sys.argv[2] != "ray.get" else ray.get
+
+@ray.remote(num_cpus=0)
+class Slow:
+    def reply(self):
+        time.sleep(1.0)
+        return b"x"
+
+@ray.remote(num_cpus=1)
+def task(store):
+    start = time.time()
+    wait(store.reply.remote())
+    end = time.time() + 0.3
+    while time.time() < end:
+        pass
+    return ray.get_runtime_context().get_node_id(), start, time.time()
+
+store = Slow.remote()
+ray.get(store.reply.remote())
+print(json.dumps(ray.get([task.remote(store) for _ in range(4)])))
+"""
+
+
+def _overlaps(spans: list[list]) -> list[str]:
+    by_node: dict[str, list[tuple[float, float]]] = {}
+    for node, start, end in spans:
+        by_node.setdefault(node, []).append((start, end))
+    found = []
+    for node, runs in by_node.items():
+        runs.sort()
+        found += [f"{node[:8]}: {b[0]:.2f} < {a[1]:.2f}"
+                  for a, b in itertools.pairwise(runs) if b[0] < a[1] - 0.01]
+    return found
+
+
+def test_a_task_waiting_on_the_store_keeps_its_cpu(cluster):
+    """Workers ask the driver's store actor for checkpoints and cache entries. A task
+    blocked in ray.get gives its CPU back and the node starts the next queued task beside
+    it, so two trainings share one CPU (2.5x slower epochs in the 4-candidate benchmark)."""
+    spans = {}
+    for wait in ("_answer", "ray.get"):
+        res = cluster.run(sys.executable, "-c", HOLDS_ITS_CPU, cluster.address, wait,
+                          timeout=180)
+        assert res.returncode == 0, res.stderr[-2000:]
+        spans[wait] = json.loads(res.stdout.strip().splitlines()[-1])
+    assert _overlaps(spans["_answer"]) == []
+    # the hazard is real on this Ray: with ray.get, tasks run beside the waiting ones
+    assert _overlaps(spans["ray.get"]), spans["ray.get"]
 
 CONVERT_TWICE = """
 import hashlib, sys
@@ -270,8 +308,8 @@ def test_latency_is_timed_on_the_node_declaring_the_target(ray_build, local_buil
 
 def test_a_cache_hit_on_the_driver_sends_nothing(cluster, recipe, ray_build):
     tmp = ray_build["tmp"]
-    res, doc = _build(cluster.cmd(), recipe, tmp / "again", tmp / "cache", "--ray",
-                      cluster.address)
+    res, doc = ray_cluster.build(cluster.cmd(), recipe, tmp / "again", tmp / "cache",
+                                 "--ray", cluster.address)
     assert res.returncode == 0, res.stderr[-3000:]
     assert doc["cache"]["all_cached"] and doc["executor"]["tasks"] == []
     assert doc["ship"] == ray_build["doc"]["ship"]
@@ -293,8 +331,8 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(ray_build):
 
 def test_unplaceable_task_is_an_error_not_a_wait(cluster, recipe, tmp_path):
     start = time.time()
-    res, _ = _build(cluster.cmd(), recipe, tmp_path / "out", tmp_path / "cache", "--ray",
-                    cluster.address, "--ray-cpus", "4", timeout=300)
+    res, _ = ray_cluster.build(cluster.cmd(), recipe, tmp_path / "out", tmp_path / "cache",
+                               "--ray", cluster.address, "--ray-cpus", "4", timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith("error: Ray cannot place") and "4 CPU" in line

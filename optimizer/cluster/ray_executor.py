@@ -217,7 +217,10 @@ class RayExecutor:
         record = {"what": what, "node_ip": n["ip"], "node_id": n["node_id"],
                   "cpus": cpus, "gpus": gpus, "resource": node["resource"] if node else None,
                   "run_s": round(run, 3), "wall_s": round(received - submitted, 3),
-                  "overhead_s": round(received - submitted - run, 3)}
+                  "overhead_s": round(received - submitted - run, 3),
+                  # clock times, to tell waiting for a free CPU from Ray's own cost
+                  "submitted_at": round(submitted, 3), "started_at": round(out["started"], 3),
+                  "ended_at": round(out["ended"], 3)}
         with self._lock:
             self.records.append(record)
         self.log(f"ray    {what} on {n['ip']} ({n['node_id'][:8]}): {run:.1f} s, "

@@ -50,6 +50,13 @@ def timed(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
     return {"value": value, "started": t0, "ended": time.time(), "node": node()}
 
 
+def _answer(ref: Any) -> Any:
+    """The store actor's reply. Not ray.get: a task blocked in ray.get hands its CPU back to
+    the node, which starts the next queued task beside it, so two trainings would share
+    one CPU. The store needs no CPU, so waiting while holding ours cannot deadlock."""
+    return ref.future().result()
+
+
 def _threads(n: int) -> None:
     """TensorFlow's pools follow the task's CPUs (the process is fresh: max_calls=1)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,7 +74,6 @@ def run_step(payload: dict[str, Any], model, store, dataset) -> dict[str, Any]:
     Checkpoints come from and go to the store, so a retry elsewhere resumes; shared entries
     (teacher outputs) are asked of the store first, and made here only if the driver lacks
     them, to be sent back."""
-    import ray
 
     from optimizer.cache import make_key
     from optimizer.progress import Progress
@@ -82,7 +88,7 @@ def run_step(payload: dict[str, Any], model, store, dataset) -> dict[str, Any]:
         cfg = land_files(payload["config"], payload["files"], work / "files")
         out, ckpt = work / "out", work / "checkpoints"
         out.mkdir()
-        if (blob := ray.get(store.checkpoint.remote(key))) is not None:
+        if (blob := _answer(store.checkpoint.remote(key))) is not None:
             unpack(blob, ckpt)
         made: list[tuple[str, str, bytes]] = []
 
@@ -91,7 +97,7 @@ def run_step(payload: dict[str, Any], model, store, dataset) -> dict[str, Any]:
             folder = work / "cached" / entry
             if folder.is_dir():
                 return folder
-            if (blob := ray.get(store.entry.remote(entry))) is not None:
+            if (blob := _answer(store.entry.remote(entry))) is not None:
                 unpack(blob, folder)
                 return folder
             folder.mkdir(parents=True)
@@ -100,7 +106,7 @@ def run_step(payload: dict[str, Any], model, store, dataset) -> dict[str, Any]:
             return folder
 
         def saved(root: Path) -> None:
-            ray.get(store.save_checkpoint.remote(key, pack(root, set())))
+            _answer(store.save_checkpoint.remote(key, pack(root, set())))
 
         progress = Progress(quiet=True)
         ctx = StepContext(out_dir=out, recipe=payload["recipe"], dataset=dataset,
