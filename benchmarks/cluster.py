@@ -7,18 +7,17 @@ Keras teacher, trained here, distilled into MobileNetV2 and MobileNetV3Small at 
 and 0.5, 32 px, each exported to ONNX. Locally the candidates train in worker processes
 (2 at once on 2 cores); on the cluster each node has 1 CPU, so 2 tasks run at once there
 too and equal wall times are the expectation. What the run adds is the cost of Ray itself:
-per task, its time in Ray (queueing for a free slot, moving inputs and results, starting a
-worker process) beside its run time, and an empty task's round trip. Writes
-benchmarks/results/cluster.json and prints a table.
+per task, its run time, the time it waited for a free CPU (the second wave of candidates
+waits for the first), and the rest, Ray's own cost (moving inputs and results, starting a
+worker process); and an empty task's round trip. Writes benchmarks/results/cluster.json
+and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -67,16 +66,13 @@ def recipe(folder: Path, model: Path, epochs: int) -> Path:
 
 
 def build(prefix: list[str], recipe_file: Path, work: Path, *extra: str) -> tuple[float, dict]:
-    env = {**os.environ, "OPTIMIZER_CACHE": str(work / "cache")}
-    env.pop("OPTIMIZER_RAY", None)
     t0 = time.perf_counter()
-    res = subprocess.run([*prefix, sys.executable, "-m", "optimizer", "build", str(recipe_file),
-                          "--out", str(work / "out"), "--json", *extra],
-                         capture_output=True, text=True, env=env)
+    res, doc = ray_cluster.build(prefix, recipe_file, work / "out", work / "cache", *extra,
+                                 timeout=3600)
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
+    if res.returncode != 0 or doc is None:
         sys.exit(f"build failed ({' '.join(extra) or 'local'}):\n{res.stderr[-3000:]}")
-    return wall, json.loads(res.stdout)
+    return wall, doc
 
 
 def main() -> None:
@@ -109,20 +105,40 @@ def main() -> None:
         return round(sum(a["build_seconds"] for a in doc["artifacts"]
                          if a["name"].startswith(prefix)), 2)
 
+    def queued(task: dict) -> float:
+        """Time a task waited for a CPU: until the last task before it on its node ended
+        (each node has one CPU; clocks agree, as every node is this machine)."""
+        before = [t["ended_at"] for t in tasks if t["node_id"] == task["node_id"]
+                  and t["ended_at"] <= task["started_at"]]
+        return max(0.0, max(before, default=task["submitted_at"]) - task["submitted_at"])
+
+    for t in tasks:
+        t["queued_s"] = round(queued(t), 3)
+        t["ray_s"] = round(t["overhead_s"] - t["queued_s"], 3)
+
+    def epochs(doc: dict) -> dict[str, float]:
+        """Seconds in the epochs themselves, per candidate: the rest of a task is start-up."""
+        return {a["name"]: round(sum(a["info"]["training"]["history"]["seconds"]), 2)
+                for a in doc["artifacts"] if a["name"].startswith("student@")}
+
     result = {
         "host": hostinfo.cpu(), "epochs": args.epochs, "candidates": len(training),
         "cluster": "2 nodes x 1 CPU on this machine (loopback-only network namespace)",
         "local": {"wall_s": round(local_wall, 2), "report_seconds": local["seconds"],
                   "workers": local["executor"]["candidates"],
-                  "training_s": phase(local, "student@")},
+                  "training_s": phase(local, "student@"), "epochs_s": epochs(local)},
         "ray": {"wall_s": round(ray_wall, 2), "report_seconds": on_ray["seconds"],
-                "training_s": phase(on_ray, "student@"), "tasks": tasks},
+                "training_s": phase(on_ray, "student@"), "epochs_s": epochs(on_ray),
+                "tasks": tasks},
         "same_artifacts": same,
         "same_ship": local["ship"] == on_ray["ship"],
         "per_task": {
             "training_run_s": [t["run_s"] for t in training],
             "training_in_ray_s": [t["overhead_s"] for t in training],
+            "training_queued_s": [t["queued_s"] for t in training],
+            "training_ray_cost_s": [t["ray_s"] for t in training],
             "all_in_ray_median_s": round(statistics.median(t["overhead_s"] for t in tasks), 3),
+            "all_ray_cost_median_s": round(statistics.median(t["ray_s"] for t in tasks), 3),
             "empty_task_round_trip_ms": round(1000 * statistics.median(empty), 2),
         },
     }
@@ -131,10 +147,10 @@ def main() -> None:
     print(f"{'build':<8} {'wall s':>8} {'training s (sum)':>17}")
     print(f"{'local':<8} {local_wall:>8.1f} {result['local']['training_s']:>17.1f}")
     print(f"{'ray':<8} {ray_wall:>8.1f} {result['ray']['training_s']:>17.1f}")
-    print(f"\n{'ray task':<44} {'node':<10} {'run s':>7} {'in Ray s':>9}")
+    print(f"\n{'ray task':<44} {'node':<10} {'run s':>7} {'queued s':>9} {'Ray s':>7}")
     for t in tasks:
         print(f"{t['what'][:44]:<44} {t['node_id'][:8]:<10} {t['run_s']:>7.2f} "
-              f"{t['overhead_s']:>9.2f}")
+              f"{t['queued_s']:>9.2f} {t['ray_s']:>7.2f}")
     print(f"\nempty task round trip: {result['per_task']['empty_task_round_trip_ms']} ms; "
           f"same artifacts: {same}; same ship: {result['same_ship']}")
     print(f"wrote {args.out}")
