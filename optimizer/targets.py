@@ -7,6 +7,7 @@ one edit. Sources: AWS Lambda quotas and pricing pages as of TARGETS_VERSION.
 from __future__ import annotations
 
 import math
+from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,8 +42,30 @@ class Runtime(BaseModel):
     glibc: str
     # SnapStart for Python began with 3.12, for zip functions only
     snap_start: bool = False
-    # from this date Lambda creates no new function on the runtime
+    # AWS's schedule (runtime-support-policy): deprecated (no more security patches), then
+    # no new functions (create_block), then no updates of existing ones (update_block)
     deprecated: str | None = None
+    create_block: str | None = None
+    update_block: str | None = None
+
+
+def runtime_lifecycle_note(runtime: str, today: date) -> str | None:
+    """What AWS's schedule means for a function on `runtime` deployed today, if anything."""
+    r = RUNTIMES[runtime]
+    if not (r.deprecated and r.create_block and r.update_block):
+        return None
+    dep, create, update = r.deprecated, r.create_block, r.update_block
+    now = today.isoformat()
+    if now >= update:
+        state = f"since {update} Lambda neither creates nor updates functions on it"
+    elif now >= create:
+        state = (f"since {create} Lambda creates no new functions on it, and from {update} "
+                 "it updates none")
+    else:
+        state = (f"Lambda creates no new functions on it from {create} and updates none "
+                 f"from {update}")
+    verb = "was" if now >= dep else "is"
+    return f"{runtime} {verb} deprecated on {dep}: {state}; choose a newer target.runtime"
 
 
 class Target(BaseModel):
@@ -102,7 +125,8 @@ RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
         Runtime(name="python3.11", python="3.11", os="Amazon Linux 2", glibc="2.26",
-                deprecated="2026-06-30"),
+                deprecated="2027-06-30", create_block="2027-07-31",
+                update_block="2027-08-31"),
         Runtime(name="python3.12", python="3.12", os="Amazon Linux 2023", glibc="2.34",
                 snap_start=True),
         Runtime(name="python3.13", python="3.13", os="Amazon Linux 2023", glibc="2.34",

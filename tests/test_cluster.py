@@ -219,21 +219,21 @@ wait = getattr(work, sys.argv[2]) if sys.argv[2] != "ray.get" else ray.get
 
 @ray.remote(num_cpus=0)
 class Slow:
-    def reply(self):
-        time.sleep(1.0)
+    def reply(self, seconds):
+        time.sleep(seconds)
         return b"x"
 
 @ray.remote(num_cpus=1)
 def task(store):
     start = time.time()
-    wait(store.reply.remote())
+    wait(store.reply.remote(3.0))  # long enough for the node to start another worker
     end = time.time() + 0.3
     while time.time() < end:
         pass
     return ray.get_runtime_context().get_node_id(), start, time.time()
 
 store = Slow.remote()
-ray.get(store.reply.remote())
+ray.get(store.reply.remote(0))
 print(json.dumps(ray.get([task.remote(store) for _ in range(4)])))
 """
 

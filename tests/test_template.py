@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
+import pytest
 import yaml
 
+from optimizer import targets
 from optimizer.package import sam
 from optimizer.recipe import DeployConfig
 
@@ -58,12 +61,38 @@ def test_template_follows_the_runtime_the_architecture_and_the_recipe():
     assert fn["Layers"] == [{"Ref": "Layer1"}, {"Ref": "Layer2"}] and fn["Timeout"] == 60
     assert "FunctionUrlConfig" not in fn and "FunctionUrl" not in yaml.safe_load(text)["Outputs"]
     assert "memory 3008 MB (the sweep)" in yaml.safe_load(text)["Description"]
-    # Python 3.11 has no SnapStart (off, and said so) and Lambda has retired it
+    # Python 3.11 has no SnapStart (off, and said so) and AWS is retiring it
     old, notes = sam.render("r", "int8", ZIP, "python3.11", 1769, DeployConfig(), "recipe")
     assert "SnapStart" not in resources(old)["Function"]["Properties"]
     assert notes[0] == "SnapStart off: SnapStart needs Python 3.12 or later (python3.11 here)"
-    assert "deprecated on 2026-06-30" in notes[1]
-    assert [m[:6] for m in lint(old)] == ["[E2533"]  # cfn-lint knows the same date
+    assert "deprecated on 2027-06-30" in notes[1] and "choose a newer" in notes[1]
+    # cfn-lint carries AWS's schedule too: the same dates, and its error once updates stop
+    from cfnlint.data import AdditionalSpecs
+    from cfnlint.helpers import load_resource
+
+    aws = load_resource(AdditionalSpecs, "LmbdRuntimeLifecycle.json")["python3.11"]
+    ours = targets.RUNTIMES["python3.11"]
+    assert (ours.deprecated, ours.create_block, ours.update_block) == (
+        aws["deprecated"], aws["create-block"], aws["update-block"])
+    blocked = date.today().isoformat() >= aws["update-block"]
+    assert [m[:6] for m in lint(old)] == (["[E2533"] if blocked else [])
+
+
+@pytest.mark.parametrize(("today", "says"), [
+    ("2026-12-03", "python3.11 is deprecated on 2027-06-30: Lambda creates no new functions "
+                   "on it from 2027-07-31 and updates none from 2027-08-31"),
+    ("2027-07-01", "python3.11 was deprecated on 2027-06-30: Lambda creates no new"),
+    ("2027-08-01", "since 2027-07-31 Lambda creates no new functions on it, and from "
+                   "2027-08-31 it updates none"),
+    ("2027-09-01", "since 2027-08-31 Lambda neither creates nor updates functions on it"),
+])
+def test_the_runtime_note_follows_the_date(today, says):
+    _, notes = sam.render("r", "int8", ZIP, "python3.11", 1769, DeployConfig(), "recipe",
+                          today=date.fromisoformat(today))
+    assert says in notes[-1] and notes[-1].endswith("choose a newer target.runtime")
+    _, newer = sam.render("r", "int8", ZIP, "python3.12", 1769, DeployConfig(), "recipe",
+                          today=date.fromisoformat(today))
+    assert not any("deprecated" in n for n in newer)
 
 
 def test_an_image_template_and_a_broken_one():

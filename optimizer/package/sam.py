@@ -7,6 +7,7 @@ comes from the package records; the rest from the recipe's `package.deploy`.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import yaml
@@ -38,8 +39,10 @@ def _function(props: dict[str, Any], deploy: DeployConfig, snap: bool) -> dict[s
 
 
 def render(name: str, model: str, records: list[dict[str, Any]], runtime: str,
-           memory_mb: int, deploy: DeployConfig, memory_from: str) -> tuple[str, list[str]]:
-    """The template text and notes (what SnapStart could not apply to)."""
+           memory_mb: int, deploy: DeployConfig, memory_from: str,
+           today: date | None = None) -> tuple[str, list[str]]:
+    """The template text and notes (what SnapStart could not apply to, and the runtime's
+    place in AWS's deprecation schedule as of `today`)."""
     resources: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     notes: list[str] = []
@@ -65,9 +68,8 @@ def render(name: str, model: str, records: list[dict[str, Any]], runtime: str,
         resources["Function"] = _function(props, deploy, deploy.snap_start and note is None)
         if deploy.snap_start and note:
             notes.append(f"SnapStart off: {note}")
-        if gone := targets.RUNTIMES[runtime].deprecated:
-            notes.append(f"{runtime} was deprecated on {gone}: Lambda no longer creates "
-                         "functions on it; choose a newer target.runtime")
+        if lifecycle := targets.runtime_lifecycle_note(runtime, today or date.today()):
+            notes.append(lifecycle)
     if image_rec is not None:
         arch = targets.lambda_architecture(image_rec.get("architecture", "x86_64"))
         props = {"PackageType": "Image", "ImageUri": image_rec["ref"], "Architectures": [arch],
