@@ -264,6 +264,7 @@ def test_a_task_waiting_on_the_store_keeps_its_cpu(cluster):
     # the hazard is real on this Ray: with ray.get, tasks run beside the waiting ones
     assert _overlaps(spans["ray.get"]), spans["ray.get"]
 
+
 CONVERT_TWICE = """
 import hashlib, sys
 import keras, tensorflow as tf
