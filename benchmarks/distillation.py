@@ -28,8 +28,8 @@ from optimizer import hostinfo
 from optimizer.cache import Cache, default_root
 from optimizer.pipeline import Builder
 from optimizer.progress import Progress
-from optimizer.recipe import Recipe
-from optimizer.yamlfile import load as load_yaml
+from optimizer.recipe.schema import Recipe
+from optimizer.recipe.yamlfile import load as load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 

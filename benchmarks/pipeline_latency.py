@@ -28,15 +28,17 @@ from rich.table import Table
 
 from optimizer import hostinfo, targets
 from optimizer.cache import Cache, default_root
-from optimizer.data import load_dataset, prepared
+from optimizer.data.dataset import prepared
+from optimizer.data.load import load_dataset
+from optimizer.measure.latency import measure
 from optimizer.model import ModelRef
 from optimizer.pipeline import build
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 from optimizer.progress import Progress
-from optimizer.recipe import ArchitectureSource, load_recipe
+from optimizer.recipe.load import load_recipe
+from optimizer.recipe.schema import ArchitectureSource
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
-from optimizer.validate.latency import measure
 
 SWEEP = "0.35x64,0.35x96,0.5x96,0.75x96,1.0x96,1.0x128"
 console = Console()
@@ -87,7 +89,8 @@ def sweep(recipe, dataset, sizes: str, threads: int, runs: int, progress: Progre
                                if quantize_cfg else {})):
                 out = Path(tmp) / kind
                 out.mkdir()
-                ctx = StepContext(out_dir=out, recipe=recipe, dataset=dataset, progress=progress)
+                ctx = StepContext(out_dir=out, target=recipe.target.name, dataset=dataset,
+                                  progress=progress)
                 cfg = {k: v for k, v in cfg.items() if k != "step"}
                 model = STEPS[kind].run(model, STEPS[kind].config(step=kind, **cfg), ctx)
                 made[kind] = model

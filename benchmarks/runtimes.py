@@ -35,9 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from optimizer import hostinfo
-from optimizer.data import load_dataset, prepared
-from optimizer.preprocess import Preprocess
-from optimizer.recipe import load_recipe
+from optimizer.data.dataset import prepared
+from optimizer.data.load import load_dataset
+from optimizer.preprocess_spec import Preprocess
+from optimizer.recipe.load import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/mobilenet-lambda.yaml"
@@ -85,7 +86,7 @@ def peak_gflops() -> dict:
 
 def runner(runtime: str, path: Path) -> Callable:
     """The shipped handler's own loader, so the benchmark times what a package runs."""
-    from optimizer.handler.runtime import load
+    from optimizer.handler.engines import load
 
     return load(runtime, path, threads=1)
 

@@ -164,7 +164,7 @@ def build(
         from optimizer.cache import Cache, default_root
         from optimizer.pipeline import build as do_build
         from optimizer.progress import Progress
-        from optimizer.recipe import load_recipe
+        from optimizer.recipe.load import load_recipe
 
         if prefer not in (None, "speed", "size"):
             raise BadInput(f"--prefer must be 'speed' or 'size', got {prefer!r}")
@@ -173,7 +173,7 @@ def build(
         cache = Cache(cache_dir or default_root())
         executor = None
         if ray:  # connects (or fails in one line) before any work
-            from optimizer.cluster.ray_executor import RayExecutor
+            from optimizer.build.ray.executor import RayExecutor
 
             executor = RayExecutor(ray, cache.root, progress.log, ray_cpus)
         try:
@@ -211,7 +211,7 @@ def check(recipes: Annotated[list[Path], typer.Argument(
 
     def one(recipe: Path) -> dict[str, Any]:
         from optimizer.package.image import preflight
-        from optimizer.recipe import load_recipe
+        from optimizer.recipe.load import load_recipe
 
         parsed = load_recipe(recipe)
         try:
@@ -258,7 +258,7 @@ def check(recipes: Annotated[list[Path], typer.Argument(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of recipes (for editors)."""
-    from optimizer.recipe import schema as recipe_schema
+    from optimizer.recipe.load import json_schema as recipe_schema
 
     typer.echo(json.dumps(recipe_schema(), indent=2))
 
@@ -317,7 +317,7 @@ def verify(
     """Re-check published artifacts against their manifest; exit 1 on any difference."""
 
     def run() -> int:
-        from optimizer.manifest import verify as check
+        from optimizer.publish.manifest import verify as check
 
         doc = check(path)
 

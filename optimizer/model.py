@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 
 ModelKind = Literal["keras", "savedmodel", "onnx", "tflite"]
 FILE_NAMES: dict[str, str] = {

@@ -20,29 +20,32 @@ from typing import Any
 import numpy as np
 
 from optimizer import __version__, hostinfo, targets
+from optimizer.build import local as parallel
+from optimizer.build.ray import portable
 from optimizer.cache import Cache, code_digest, make_key, versions
-from optimizer.cluster import portable
-from optimizer.data import Dataset, load_dataset, prepared, reconcile, relabel
+from optimizer.data.classes import reconcile, relabel
+from optimizer.data.dataset import Dataset, prepared
+from optimizer.data.load import load_dataset
 from optimizer.errors import BadInput, GateFailed, OptimizerError
+from optimizer.measure import agreement, source_check
+from optimizer.measure.accuracy import test_scores, unpack
+from optimizer.measure.latency import cap_note, measured_here
 from optimizer.model import ModelRef, file_digests, sha256_file, size_bytes
-from optimizer.outdir import artifact_file, check_replaceable, publish, published, recover
 from optimizer.package.build import Packager, Packages
 from optimizer.package.image import preflight as image_preflight
 from optimizer.progress import Progress
-from optimizer.recipe import Recipe
+from optimizer.publish.outdir import artifact_file, check_replaceable, publish, published, recover
+from optimizer.recipe.schema import Recipe
 from optimizer.report import cost as report_cost
 from optimizer.report import migration, students
 from optimizer.report import packages as report_packages
 from optimizer.runtime_compare import RuntimeComparison
+from optimizer.select import engines as runtimes
+from optimizer.select import gates as gate_checks
 from optimizer.sources import SOURCES
 from optimizer.sources import labels as source_labels
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
-from optimizer.train import parallel
-from optimizer.validate import agreement, runtimes, source_check
-from optimizer.validate import gates as gate_checks
-from optimizer.validate.accuracy import test_scores, unpack
-from optimizer.validate.latency import cap_note, measured_here
 
 _HERE = Path(__file__).parent
 # code every cached result depends on besides the step's own module
@@ -175,7 +178,7 @@ class Builder:
         return self.cached_dir(make_key(parts), label, produce)[0]
 
     def _context(self, out_dir: Path, dataset: Dataset, checkpoints: Path) -> StepContext:
-        return StepContext(out_dir=out_dir, recipe=self.recipe, dataset=dataset,
+        return StepContext(out_dir=out_dir, target=self.recipe.target.name, dataset=dataset,
                            progress=self.progress, checkpoints=checkpoints,
                            cached=self._cached_parts, offload=self.offload)
 
@@ -245,7 +248,7 @@ class Builder:
 
         def remote(model: ModelRef, cfg, ctx: StepContext) -> ModelRef:
             return workers.submit(parallel.run_step, {
-                "model": model, "config": cfg, "recipe": self.recipe,
+                "model": model, "config": cfg, "target": self.recipe.target.name,
                 "out_dir": str(ctx.out_dir), "checkpoints": str(ctx.checkpoints),
                 "dataset": ctx.dataset,
                 "cache_root": str(self.cache.root), "threads": plan.threads}).result()
@@ -277,7 +280,8 @@ class Builder:
         training = STEPS[step].produces == "tf"
 
         def run(model: ModelRef, cfg, ctx: StepContext) -> ModelRef:
-            payload = {"config": cfg, "recipe": self.recipe, "files": portable.files_of(cfg),
+            payload = {"config": cfg, "target": self.recipe.target.name,
+                       "files": portable.files_of(cfg),
                        "checkpoint_key": ctx.checkpoints.name}
             result = self.executor.run_step(full, payload, model, ctx.dataset, training)
             for key, label, blob in result["entries"]:  # made there, stored here
@@ -450,7 +454,8 @@ class Builder:
 
     def ort_format(self, art: Artifact, dataset: Dataset) -> None:
         """The .ort file and reduced-operator config of an ONNX artifact, and load times."""
-        from optimizer.validate import ort_format
+        from optimizer.measure import load_time
+        from optimizer.package import ort_format
 
         folder, _ = self.cached_dir(
             make_key({"ort_format": art.model.digest, "versions": versions(RUNTIME_LIBS),
@@ -462,7 +467,7 @@ class Builder:
         times = self.measured(
             self._validation_key("ort_load", [art.model.digest], dataset),
             f"load time of {art.name} (.onnx against .ort)",
-            lambda: ort_format.load_times(art.model.path, folder / ort_format.ORT_FILE))
+            lambda: load_time.load_times(art.model.path, folder / ort_format.ORT_FILE))
         art.validation["ort_format"] = {**result, **times}
         art.ort_files = (folder / ort_format.ORT_FILE, folder / ort_format.CONFIG_FILE)
 

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from optimizer import targets
 from optimizer.cache import code_digest, make_key
-from optimizer.data import Dataset, prepared
+from optimizer.data.dataset import Dataset, prepared
+from optimizer.emulation import qemu as isa
 from optimizer.errors import OptimizerError
+from optimizer.measure import latency, latency_worker
+from optimizer.measure.latency import cap_note, measure
 from optimizer.model import size_bytes
 from optimizer.package.build import Packager
 from optimizer.package.function import HANDLER_SRC
 from optimizer.report import runtimes as report_runtimes
-from optimizer.validate import gates as gate_checks
-from optimizer.validate import isa, latency, latency_worker, runtimes
-from optimizer.validate.latency import cap_note, measure
+from optimizer.select import engines as runtimes
+from optimizer.select import gates as gate_checks
 
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact, Builder

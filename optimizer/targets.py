@@ -11,7 +11,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
-from optimizer.handler.runtime import threads_for_memory
+from optimizer.handler.engines import threads_for_memory
 
 TARGETS_VERSION = "2026-11"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # the isolated MXNet env outlives any one test's cache (made once per machine, ~30 s)
@@ -20,9 +20,9 @@ SIZE = 16
 
 
 def digits_16():
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
     from optimizer.data.digits import load
-    from optimizer.recipe import DigitsDataset
+    from optimizer.recipe.schema import DigitsDataset
 
     ds = load(DigitsDataset(kind="sklearn-digits"))
     pre = Preprocess(size=(SIZE, SIZE), channels=3, scale=1 / 255)
@@ -70,7 +70,7 @@ def user_model_maker():
 def digit_cnn(tmp_path_factory) -> Path:
     """A user's model (recipes/models/make_user_model.py's): digits in digit order, 16 px
     RGB, its own Rescaling(1/255), 98% on the test split (trained on the train split)."""
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
 
     module = user_model_maker()
     ds, _, _, y = digits_16()

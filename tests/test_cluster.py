@@ -35,7 +35,7 @@ STUDENT = "student@MobileNetV2-a0.35-r32"
 
 
 def test_folders_travel_as_bytes_and_paths_are_repointed(tmp_path):
-    from optimizer.cluster.portable import files_of, land_files, pack, unpack
+    from optimizer.build.ray.portable import files_of, land_files, pack, unpack
     from optimizer.steps.student import DistillConfig
 
     images = tmp_path / "unlabeled"
@@ -68,7 +68,7 @@ def test_folders_travel_as_bytes_and_paths_are_repointed(tmp_path):
 
 
 def test_addresses_are_read_before_anything_connects(monkeypatch, tmp_path):
-    from optimizer.cluster import address
+    from optimizer.build.ray import address
     from optimizer.errors import BadInput
 
     assert address.resolve("10.0.0.5") == "10.0.0.5:6379"

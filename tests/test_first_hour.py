@@ -73,7 +73,7 @@ def test_a_missing_proof_is_said_on_the_console_and_can_be_required(tmp_path, ti
     what to install; --require-proof turns that into exit 1."""
     import shutil
 
-    from optimizer.validate import isa
+    from optimizer.emulation import qemu as isa
 
     real = shutil.which
     monkeypatch.setattr(isa.shutil, "which",
@@ -108,10 +108,11 @@ def test_a_missing_proof_is_said_on_the_console_and_can_be_required(tmp_path, ti
 def test_base_image_errors_are_its_own_not_a_build_steps(monkeypatch):
     import shutil
 
+    from optimizer import docker_client
     from optimizer.package import baseimage
 
     try:
-        baseimage.engine()
+        docker_client.client()
     except Exception:
         import pytest
 
@@ -146,7 +147,7 @@ def test_failed_lookups_are_remembered_and_counted(tmp_path):
     from optimizer.errors import BadInput, PackageFailed
     from optimizer.pipeline import Builder
     from optimizer.progress import Progress
-    from optimizer.recipe import load_recipe
+    from optimizer.recipe.load import load_recipe
 
     recipe = load_recipe(write_recipe(tmp_path, """
         name: r

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from optimizer.handler import events
-from optimizer.handler.preprocess import to_batch
+from optimizer.handler.pixels import to_batch
 from optimizer.model import ModelRef
 from optimizer.package.function import assemble
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 
 LABELS = [f"class-{i}" for i in range(4)]
 
@@ -195,7 +195,7 @@ def test_any_event_gets_an_answer(app, event):
 
 def test_threads_follow_memory(app, monkeypatch):
     from optimizer import targets
-    from optimizer.handler.runtime import threads_for_memory
+    from optimizer.handler.engines import threads_for_memory
 
     for mb in (128, 1769, 1770, 3008, 3009, 10240):
         assert threads_for_memory(mb, targets.VCPU_STEPS, targets.MB_PER_VCPU) == \
@@ -204,7 +204,7 @@ def test_threads_follow_memory(app, monkeypatch):
 
 
 def test_handler_preprocessing_is_the_build_preprocessing():
-    from optimizer.preprocess import apply
+    from optimizer.preprocess_spec import apply
 
     spec = Preprocess(size=(5, 7), channels=3, scale=1 / 127.5, mean=[1.0], layout="NCHW")
     img = np.random.default_rng(0).integers(0, 255, (9, 11), dtype=np.uint8)

@@ -141,7 +141,7 @@ def test_hostile_inputs_are_refused_and_write_nothing(tmp_path, cache_env):
 @pytest.mark.parametrize("name", ["../x", "a/b", "/abs", ".."])
 def test_step_names_cannot_leave_the_output_folder(tmp_path, name):
     from optimizer.errors import RecipeError
-    from optimizer.recipe import load_recipe
+    from optimizer.recipe.load import load_recipe
 
     recipe = write_recipe(tmp_path, f"""
         name: ok

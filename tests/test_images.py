@@ -144,8 +144,9 @@ def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, bas
 
 
 def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, monkeypatch):
+    from optimizer.docker_client import client as engine
     from optimizer.lambda_local.container import invoke_image
-    from optimizer.package.baseimage import engine, save
+    from optimizer.package.baseimage import save
 
     base_tar = save(base_image, tmp_path / "base.tar")
     pkg = IMAGE + f"  engine: false\n  base_tarball: {base_tar}\n"

@@ -91,7 +91,7 @@ def test_sigkill_at_each_moment_leaves_nothing_half_written(tmp_path, tiny_keras
 
 
 def test_a_kill_between_the_two_renames_puts_the_previous_build_back(tmp_path):
-    from optimizer.outdir import recover
+    from optimizer.publish.outdir import recover
 
     out = tmp_path / "out"
     # what a build killed between rename(out, old) and rename(tmp, out) leaves behind

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from optimizer.emulation import qemu as isa
 from optimizer.errors import PackageFailed
-from optimizer.validate import isa
 
 PROGRAM = """
 int main(void) {

@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from optimizer.cli import app
-from optimizer.data import load_dataset
+from optimizer.data.load import load_dataset
 from optimizer.model import ModelRef
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 from optimizer.progress import Progress
-from optimizer.recipe import load_recipe
+from optimizer.recipe.load import load_recipe
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
 from tests.conftest import write_recipe
@@ -99,7 +99,7 @@ def test_keras_application_exports_with_parity_and_quantizes(tmp_path, photos, n
     def run(kind: str, model: ModelRef, **cfg) -> ModelRef:
         out = tmp_path / kind
         out.mkdir()
-        ctx = StepContext(out_dir=out, recipe=recipe, dataset=ds,
+        ctx = StepContext(out_dir=out, target=recipe.target.name, dataset=ds,
                           progress=Progress(quiet=True), checkpoints=tmp_path / "ckpt",
                           cached=Cache(tmp_path / "cache").ensure_parts)
         return STEPS[kind].run(model, STEPS[kind].config(step=kind, **cfg), ctx)
@@ -108,7 +108,7 @@ def test_keras_application_exports_with_parity_and_quantizes(tmp_path, photos, n
     _assert_export(fp32.info, name)
     int8 = run("quantize", fp32, calibration_samples=16)
     assert int8.info["ops"].get("QuantizeLinear", 0) > 0
-    from optimizer.steps.onnx_util import run_batch, session
+    from optimizer.inference.onnx import run_batch, session
 
     out = run_batch(session(int8.path), np.zeros((2, size, size, 3), np.float32))
     assert out.shape == (2, 10) and np.isfinite(out).all()

@@ -259,9 +259,9 @@ def test_unlabeled_folder_is_judged_by_agreement(tmp_path, cache_env, digit_cnn,
 
 
 def test_mixed_folder_and_labels_none(tmp_path, cache_env, digit_cnn, word_folders):
-    from optimizer.data import load_dataset
+    from optimizer.data.load import load_dataset
     from optimizer.errors import BadInput
-    from optimizer.recipe import FolderDataset
+    from optimizer.recipe.schema import FolderDataset
 
     mixed = tmp_path / "mixed"
     (mixed / "a").mkdir(parents=True)
@@ -277,8 +277,8 @@ def test_mixed_folder_and_labels_none(tmp_path, cache_env, digit_cnn, word_folde
 
 
 def test_npz_without_y_and_class_reorder(tmp_path):
-    from optimizer.data import load_dataset
-    from optimizer.recipe import DigitsDataset, NpzDataset
+    from optimizer.data.load import load_dataset
+    from optimizer.recipe.schema import DigitsDataset, NpzDataset
 
     x = np.random.default_rng(0).integers(0, 256, (30, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", x=x)

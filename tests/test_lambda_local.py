@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from optimizer import targets
+from optimizer.archive import zip_tree
+from optimizer.emulation.interpreters import find_python
 from optimizer.lambda_local.caps import ProcessCaps
 from optimizer.lambda_local.deployable import open_deployable
 from optimizer.lambda_local.session import Session
-from optimizer.package.archive import zip_tree
-from optimizer.package.smoke import find_python
 
 pytestmark = pytest.mark.skipif(find_python("3.12") is None,
                                 reason="needs a Python 3.12 (pyenv) to run python3.12 zips")

@@ -23,12 +23,12 @@ import pytest
 from typer.testing import CliRunner
 
 from optimizer.cli import app
-from optimizer.data import load_dataset
+from optimizer.data.load import load_dataset
 from optimizer.errors import BadInput
-from optimizer.mxnet import archive as mar
-from optimizer.mxnet import bridge, example
-from optimizer.mxnet import env as envs
-from optimizer.recipe import DigitsDataset
+from optimizer.recipe.schema import DigitsDataset
+from optimizer.sources.mxnet import archive as mar
+from optimizer.sources.mxnet import bridge, example
+from optimizer.sources.mxnet import env as envs
 from tests.conftest import mar_zip, write_recipe
 
 runner = CliRunner()
@@ -225,7 +225,7 @@ def test_unsupported_operator_named(tmp_path, models):
     graph.pop("node_row_ptr", None)
     sym = tmp_path / "odd-symbol.json"
     sym.write_text(json.dumps(graph))
-    from optimizer.mxnet import convert
+    from optimizer.sources.mxnet import convert
 
     with pytest.raises(BadInput, match="softsign"):
         convert.inspect(sym, models["gluon-params"], [1, 3, 16, 16], None, print)

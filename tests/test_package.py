@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from optimizer import targets
+from optimizer import archive, targets
 from optimizer.cli import app
+from optimizer.emulation import qemu as isa
 from optimizer.errors import BadInput
-from optimizer.package import archive, elfcheck, lambda_zip, layers, sizes
+from optimizer.package import elfcheck, lambda_zip, layers, sizes
 from optimizer.package.slim import ORPHAN_RULE
-from optimizer.validate import isa
 from tests.conftest import build, package_recipe, sha
 
 runner = CliRunner()

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from optimizer.data.folder import read_image
-from optimizer.handler.preprocess import decode
-from optimizer.package import smoke
-from optimizer.preprocess import Preprocess, apply
+from optimizer.emulation import interpreters
+from optimizer.handler.pixels import decode
+from optimizer.preprocess_spec import Preprocess, apply
 
 SPECS = [
     {"size": [16, 16], "channels": 3, "scale": 0.00392156862745098},
@@ -138,7 +138,7 @@ def test_build_and_packaged_handler_give_identical_arrays(zip_build, tmp_path):
     specs = [shipped, *SPECS]
     (tmp_path / "specs.json").write_text(json.dumps(specs))
     (tmp_path / "run.py").write_text(PACKAGED)
-    python = smoke.find_python("3.12")
+    python = interpreters.find_python("3.12")
     assert python is not None, "the test needs Python 3.12 (pyenv), as the package proof does"
     proc = subprocess.run([str(python), "-I", "-S", str(tmp_path / "run.py"), str(task),
                            str(opt), str(tmp_path / "specs.json"), str(tmp_path / "out.npz"),

@@ -191,8 +191,8 @@ def test_sigterm_mid_step_leaves_no_partial_files(tmp_path, tiny_keras, cache_en
 def test_fp16_gate_follows_the_target_and_insist(tmp_path, tiny_keras):
     from types import SimpleNamespace
 
-    from optimizer.recipe import load_recipe
-    from optimizer.validate.gates import check
+    from optimizer.recipe.load import load_recipe
+    from optimizer.select.gates import check
 
     v = {"accuracy": 90.0, "latency": {"p50_ms": 1.0}, "size_bytes": 1}
     art = SimpleNamespace(step="fp16", step_name="half", validation=v)

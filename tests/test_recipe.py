@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from optimizer.cli import app
 from optimizer.errors import RecipeError
-from optimizer.recipe import load_recipe
+from optimizer.recipe.load import load_recipe
 from tests.conftest import write_recipe
 
 runner = CliRunner()

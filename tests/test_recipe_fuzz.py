@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optimizer.errors import RecipeError
-from optimizer.recipe import Recipe, load_recipe
+from optimizer.recipe.load import load_recipe
+from optimizer.recipe.schema import Recipe
 
 BASE = {
     "name": "fuzz",

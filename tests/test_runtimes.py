@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import digits_16, keras_recipe
 
-from optimizer.handler.runtime import load
+from optimizer.handler.engines import load
 
 STEPS = """
 - step: export_onnx
@@ -157,7 +157,7 @@ def test_bad_runtime_sections_are_refused_with_their_line(tmp_path, tiny_keras, 
 
 
 def test_fit_follows_the_layer_split_and_names_what_is_too_big():
-    from optimizer.validate.runtimes import fits
+    from optimizer.select.engines import fits
 
     mib = 2**20
     unz = {"big": 120 * mib, "other": 100 * mib}
@@ -175,7 +175,7 @@ def test_fit_follows_the_layer_split_and_names_what_is_too_big():
 
 
 def test_the_winner_is_the_fastest_row_that_passed_fits_and_was_timed():
-    from optimizer.validate.runtimes import best_per_runtime, choose, why_not
+    from optimizer.select.engines import best_per_runtime, choose, why_not
 
     rows = [
         {"key": "a", "runtime": "onnxruntime", "available": True, "passed": True, "fits": True,

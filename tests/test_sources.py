@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from optimizer.cli import app
 from optimizer.errors import BadInput
-from optimizer.recipe import load_recipe
+from optimizer.recipe.load import load_recipe
 from optimizer.sources import SOURCES
 from tests.conftest import SIZE, digits_16, write_recipe
 
@@ -44,7 +44,7 @@ def tiny_onnx(tiny_keras, tmp_path_factory):
     import tensorflow as tf
     import tf2onnx
 
-    from optimizer.sources.tf_models import load_keras
+    from optimizer.inference.tf import load_keras
 
     net = load_keras(tiny_keras)
     spec = (tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, "input"),)
@@ -56,7 +56,7 @@ def tiny_onnx(tiny_keras, tmp_path_factory):
 
 
 def test_savedmodel_source_builds(tmp_path, tiny_keras, cache_env):
-    from optimizer.sources.tf_models import load_keras
+    from optimizer.inference.tf import load_keras
 
     saved = tmp_path / "saved"
     load_keras(tiny_keras).export(str(saved))
@@ -164,8 +164,8 @@ def test_model_with_wrong_class_count_refused(tmp_path, cache_env):
 
 
 def test_npz_dataset(tmp_path):
-    from optimizer.data import load_dataset
-    from optimizer.recipe import NpzDataset
+    from optimizer.data.load import load_dataset
+    from optimizer.recipe.schema import NpzDataset
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(60, 12, 12), dtype=np.uint8)
@@ -184,8 +184,8 @@ def test_npz_dataset(tmp_path):
 def test_folder_dataset(tmp_path):
     from PIL import Image
 
-    from optimizer.data import load_dataset
-    from optimizer.recipe import FolderDataset
+    from optimizer.data.load import load_dataset
+    from optimizer.recipe.schema import FolderDataset
 
     for cls in ("cat", "dog"):
         (tmp_path / cls).mkdir()
@@ -199,7 +199,7 @@ def test_folder_dataset(tmp_path):
 
 
 def test_splits_are_deterministic_and_disjoint():
-    from optimizer.data import split_indices
+    from optimizer.data.dataset import split_indices
 
     labels = np.repeat(np.arange(5), 30)
     a = split_indices(labels, 0.2, 0.1, seed=7)
@@ -213,8 +213,8 @@ def test_splits_are_deterministic_and_disjoint():
 
 
 def test_fashion_mnist_canonical_test_split():
-    from optimizer.data import load_dataset
-    from optimizer.recipe import FashionMnistDataset
+    from optimizer.data.load import load_dataset
+    from optimizer.recipe.schema import FashionMnistDataset
 
     cfg = FashionMnistDataset(kind="fashion-mnist", train_limit=500, test_limit=100)
     ds = load_dataset(cfg)
@@ -229,9 +229,9 @@ def test_fashion_mnist_canonical_test_split():
 def test_fashion_mnist_bad_idx_file(tmp_path):
     import gzip
 
-    from optimizer.data import load_dataset
     from optimizer.data.fashion_mnist import FILES
-    from optimizer.recipe import FashionMnistDataset
+    from optimizer.data.load import load_dataset
+    from optimizer.recipe.schema import FashionMnistDataset
 
     src = FashionMnistDataset(kind="fashion-mnist").path
     for img, lbl in FILES.values():

@@ -9,14 +9,14 @@ import onnx
 import pytest
 
 from optimizer.cache import Cache
-from optimizer.data import prepared
+from optimizer.data.dataset import prepared
 from optimizer.errors import StepFailed
+from optimizer.inference.onnx import run_batch, session
 from optimizer.model import ModelRef
 from optimizer.progress import Progress
-from optimizer.recipe import load_recipe
+from optimizer.recipe.load import load_recipe
 from optimizer.steps import STEPS
 from optimizer.steps.base import StepContext
-from optimizer.steps.onnx_util import run_batch, session
 from optimizer.steps.quantize import QuantizeConfig, isa_choice
 from tests.conftest import digits_16, tiny_recipe
 
@@ -38,7 +38,8 @@ def _run(env, kind: str, model: ModelRef, **cfg) -> ModelRef:
     out = folder / f"{kind}-{len(list(folder.iterdir()))}"
     out.mkdir()
     cache = Cache(folder / "cache")
-    ctx = StepContext(out_dir=out, recipe=recipe, dataset=ds, progress=Progress(quiet=True),
+    ctx = StepContext(out_dir=out, target=recipe.target.name, dataset=ds,
+                      progress=Progress(quiet=True),
                       checkpoints=folder / "checkpoints",
                       cached=cache.ensure_parts)
     return spec.run(model, spec.config(step=kind, **cfg), ctx)
@@ -135,7 +136,7 @@ def test_quantize_upgrades_an_old_opset_so_the_result_loads(env, tmp_path):
     channel used to give a DequantizeLinear with `axis` that nothing could load."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from optimizer.preprocess import Preprocess
+    from optimizer.preprocess_spec import Preprocess
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "w")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from optimizer.cli import app
 from optimizer.errors import RecipeError
-from optimizer.recipe import load_recipe
+from optimizer.recipe.load import load_recipe
 from optimizer.steps.student import labeled_mask
 from optimizer.train.augment import shift_zoom
 from optimizer.train.teacher import as_logits
@@ -87,7 +87,7 @@ def test_teacher_outputs_become_logits():
 def test_gate_choice_prefers_speed_or_size():
     from types import SimpleNamespace
 
-    from optimizer.validate.gates import choose
+    from optimizer.select.gates import choose
 
     def art(name, p50, size, passed=True):
         return SimpleNamespace(name=name, candidate=True, passed=passed,
@@ -320,7 +320,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_keras, 
 
 
 def test_parallel_training_is_capped_by_cores_and_memory():
-    from optimizer.train.parallel import available_bytes, plan
+    from optimizer.build.local import available_bytes, plan
 
     gb = 1_000_000_000
     roomy = plan(3, cores=2, avail=20 * gb, per_job=2 * gb)

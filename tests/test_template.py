@@ -11,7 +11,7 @@ import yaml
 
 from optimizer import targets
 from optimizer.package import sam
-from optimizer.recipe import DeployConfig
+from optimizer.recipe.schema import DeployConfig
 
 ZIP = [{"kind": "zip", "file": "function.zip", "handler": "handler.app.lambda_handler",
         "architecture": "aarch64"}, {"kind": "layer", "file": "layer-1.zip"},
@@ -109,7 +109,7 @@ def test_an_image_template_and_a_broken_one():
 
 def test_deploy_settings_are_checked_in_the_recipe(tmp_path: Path, tiny_keras):
     from optimizer.errors import RecipeError
-    from optimizer.recipe import load_recipe
+    from optimizer.recipe.load import load_recipe
     from tests.conftest import package_recipe
 
     recipe = package_recipe(tmp_path, tiny_keras,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.data import Dataset, ordered
+from optimizer.data.classes import ordered
+from optimizer.data.dataset import Dataset
 
 CLASSES = [str(c) for c in range(10)]
 

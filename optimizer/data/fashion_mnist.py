@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer.data import FROM_RECIPE, Dataset, make, order_classes, ordered, split_indices
+from optimizer.data.classes import FROM_RECIPE, order_classes, ordered
+from optimizer.data.dataset import Dataset, make, split_indices
 from optimizer.errors import BadInput
 
 CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",

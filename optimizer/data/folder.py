@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer.data import FROM_RECIPE, Dataset, make, ordered
+from optimizer.data.classes import FROM_RECIPE, ordered
+from optimizer.data.dataset import Dataset, make
 from optimizer.errors import BadInput
-from optimizer.handler.preprocess import NotAnImage, decode
+from optimizer.handler.pixels import NotAnImage, decode
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # the rule when a recipe gives no `classes`: as Keras' image_dataset_from_directory and

@@ -10,7 +10,8 @@ import zipfile
 
 import numpy as np
 
-from optimizer.data import FROM_RECIPE, Dataset, make, ordered
+from optimizer.data.classes import FROM_RECIPE, ordered
+from optimizer.data.dataset import Dataset, make
 from optimizer.errors import BadInput
 
 

@@ -48,10 +48,10 @@ _mark("numpy")
 from PIL import Image  # noqa: E402
 
 from .events import BadRequest, error, images_from_event, response  # noqa: E402
-from .preprocess import NotAnImage, decode, to_batch  # noqa: E402
+from .pixels import NotAnImage, decode, to_batch  # noqa: E402
 
 _mark("image_library")
-from .runtime import import_runtime, load, memory_mb, threads_for_memory, top_k  # noqa: E402
+from .engines import import_runtime, load, memory_mb, threads_for_memory, top_k  # noqa: E402
 
 MANIFEST = "package.json"
 

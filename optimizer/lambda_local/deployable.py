@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimizer import targets
+from optimizer import docker_client, targets, wheels
+from optimizer.archive import extract_zip
 from optimizer.cache import Cache, default_root, make_key
+from optimizer.emulation import interpreters
 from optimizer.errors import BadInput
 from optimizer.lambda_local.instances import ContainerInstance, ProcessInstance
-from optimizer.package import smoke, wheels
-from optimizer.package.archive import extract_zip
 
 DEFAULT_HANDLER = "lambda_function.lambda_handler"
 
@@ -95,10 +95,10 @@ def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -
     if runtime not in targets.RUNTIMES:
         raise BadInput(f"unknown runtime '{runtime}'; choose one of {sorted(targets.RUNTIMES)}")
     arch = manifest.get("architecture", "x86_64")
-    if not smoke.can_run(arch):
+    if not interpreters.can_run(arch):
         raise BadInput(f"{path}: a package for {arch} cannot run on this machine")
     rt = targets.RUNTIMES[runtime]
-    python = smoke.find_python(rt.python)
+    python = interpreters.find_python(rt.python)
     if python is None:
         raise BadInput(f"no Python {rt.python} on this machine to run a {runtime} package")
     client = _runtime_client(rt.python, arch, rt.glibc)
@@ -113,21 +113,19 @@ def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -
 def open_image(ref: str, sample: Path | None = None) -> Deployable:
     path = Path(ref)
     if path.is_file() and tarfile.is_tarfile(path):
-        from optimizer.package.baseimage import engine
-        from optimizer.package.oci import locate, open_tarball
+        from optimizer.image_tarball import locate, open_tarball
 
         with open_tarball(path) as tar:
             locate(tar, path)  # refuses a tarball that is not one image
         with path.open("rb") as f:
-            images = engine().images.load(f)
+            images = docker_client.client().images.load(f)
         ref = images[0].tags[0] if images[0].tags else images[0].id
     ref = ref.removeprefix("docker://")
     from docker.errors import ImageNotFound
 
-    from optimizer.package.baseimage import engine
 
     try:
-        arch = engine().images.get(ref).attrs.get("Architecture", "amd64")
+        arch = docker_client.client().images.get(ref).attrs.get("Architecture", "amd64")
     except ImageNotFound:
         raise BadInput(f"{ref}: no such file, folder, or image in the local Docker Engine")\
             from None

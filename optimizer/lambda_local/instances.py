@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from optimizer import docker_client
 from optimizer.hostinfo import peak_rss_bytes
 from optimizer.lambda_local.caps import ProcessCaps, cgroup_peak
 
@@ -95,9 +96,7 @@ class ContainerInstance:
     """`docker run` of an image with --memory and --cpus from the memory size."""
 
     def __init__(self, ref: str, memory_mb: int, cpus: float, timeout_s: float) -> None:
-        from optimizer.package.baseimage import engine
-
-        self.client = engine()
+        self.client = docker_client.client()
         self.ref, self.memory_mb, self.cpus, self.timeout_s = ref, memory_mb, cpus, timeout_s
         self.container = None
         self.started = 0.0

@@ -13,38 +13,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from optimizer import docker_client
+from optimizer.docker_client import has_image
+from optimizer.emulation.debian import DEFAULT_MIRROR, DEFAULT_SUITE, SUITE_PYTHON
 from optimizer.errors import BadInput, PackageFailed
-
-DEFAULT_SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-# what the suite's python3 is, so the tag and the packages' wheels agree
-SUITE_PYTHON = {"bookworm": ("3.11", "2.36"), "trixie": ("3.13", "2.41")}
 
 
 def default_tag(suite: str) -> str:
     return f"local/debian-python:{SUITE_PYTHON[suite][0]}"
-
-
-def engine():
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        return client
-    except Exception as exc:  # the SDK raises several unrelated types when no engine runs
-        raise PackageFailed(f"no Docker Engine reachable ({exc}); start dockerd, or use the "
-                            "daemonless writer with package.image.base_tarball") from None
-
-
-def has_image(client, ref: str) -> bool:
-    from docker.errors import ImageNotFound
-
-    try:
-        client.images.get(ref)
-        return True
-    except ImageNotFound:
-        return False
 
 
 def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
@@ -53,7 +29,7 @@ def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
     if suite not in SUITE_PYTHON:
         raise BadInput(f"unknown suite '{suite}'; choose one of {sorted(SUITE_PYTHON)}")
     tag = tag or default_tag(suite)
-    client = engine()
+    client = docker_client.client()
     if has_image(client, tag):
         log(f"{tag} is already in the Docker Engine")
         return tag
@@ -86,7 +62,7 @@ def ensure(tag: str | None = None, suite: str = DEFAULT_SUITE,
 
 def save(ref: str, dest: Path) -> Path:
     """`docker save` of one image, written atomically."""
-    client = engine()
+    client = docker_client.client()
     part = dest.with_name(dest.name + ".part")
     with part.open("wb") as f:
         for chunk in client.images.get(ref).save(named=True):
@@ -113,12 +89,12 @@ def ensure_lambda_like(tag: str | None = None, suite: str = DEFAULT_SUITE,
                        log=lambda message: None) -> str:
     """A local stand-in with the AWS Lambda base image's contract (entry point, task root,
     runtime client), so the default lambda template can be built and run here."""
-    from optimizer.package.wheels import pinned, resolve
+    from optimizer.wheels import pinned, resolve
 
     python, glibc = SUITE_PYTHON[suite]
     tag = tag or f"local/lambda-python:{python}"
     base = ensure(None, suite, log=log)
-    client = engine()
+    client = docker_client.client()
     if has_image(client, tag):
         log(f"{tag} is already in the Docker Engine")
         return tag

@@ -19,20 +19,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from optimizer import targets
+from optimizer import targets, wheels
 from optimizer.cache import code_digest, make_key
-from optimizer.data import Dataset, prepared
+from optimizer.data.dataset import Dataset, prepared
+from optimizer.emulation import interpreters
+from optimizer.emulation import qemu as isa
 from optimizer.errors import PackageFailed, PackageTooLarge
-from optimizer.handler.runtime import top_k
+from optimizer.handler.engines import top_k
+from optimizer.inference.predict import predict
 from optimizer.model import ModelRef, sha256_tree, size_bytes
-from optimizer.package import bytecode, elfcheck, image, lambda_zip, sam, slim, smoke, wheels
+from optimizer.package import bytecode, elfcheck, image, lambda_zip, sam, slim
 from optimizer.package.function import HANDLER_NAME, assemble
 from optimizer.package.sizes import mib
-from optimizer.preprocess import apply
+from optimizer.preprocess_spec import apply
 from optimizer.progress import Progress
-from optimizer.recipe import ImageConfig, Recipe
-from optimizer.validate import isa
-from optimizer.validate.accuracy import predict
+from optimizer.recipe.schema import ImageConfig, Recipe
 
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact
@@ -331,7 +332,7 @@ class Packager:
                     out: Path) -> tuple[list[Path], dict]:
         """The zips, with bytecode for what a cold start imports compiled by the runtime's
         Python (see bytecode.py); without that Python, without."""
-        python = smoke.find_python(plan.python)
+        python = interpreters.find_python(plan.python)
         if python is None:
             return (lambda_zip.write(function_dir, deps, plan, out),
                     {"skipped": f"no Python {plan.python} here to compile bytecode with"})
@@ -342,7 +343,7 @@ class Packager:
             pyc = bytecode.compile_tree(
                 python, plan.python, {fn_stage: "/var/task",
                          deps_stage: "/opt/python" if plan.layers else "/var/task"},
-                native=smoke.can_run(plan.arch))
+                native=interpreters.can_run(plan.arch))
             return lambda_zip.write(fn_stage, deps_stage, plan, out), pyc
         finally:
             shutil.rmtree(fn_stage, ignore_errors=True)
@@ -366,7 +367,7 @@ class Packager:
                 raise PackageTooLarge("; ".join(
                     f"{lim.what}: {mib(lim.size)} ({lim.size:,} B) over the "
                     f"{mib(lim.limit)} limit" for lim in over) + hint)
-            if native := smoke.can_run(plan.arch):
+            if native := interpreters.can_run(plan.arch):
                 result = lambda_zip.prove(zips, plan, proof_events(samples, max_images))
                 proof = {**check_proof(result["responses"], samples, max_images, "zip"),
                          "python": result["python"], "init_ms": round(result["init_ms"], 1),

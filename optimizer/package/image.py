@@ -12,17 +12,18 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from optimizer import targets
+from optimizer import docker_client, targets
+from optimizer.docker_client import has_image
 from optimizer.errors import BadInput, PackageFailed, PackageTooLarge
 from optimizer.lambda_local.container import invoke_image
 from optimizer.model import sha256_file, sha256_tree, size_bytes
 from optimizer.package import oci, sizes, template
-from optimizer.package.baseimage import engine, has_image, save
+from optimizer.package.baseimage import save
 from optimizer.package.function import HANDLER_NAME
 
 if TYPE_CHECKING:
     from optimizer.package.build import Packager, Packages, Sample
-    from optimizer.recipe import ImageConfig, Recipe
+    from optimizer.recipe.schema import ImageConfig, Recipe
 
 DEFAULT_BASE = {
     "lambda": "public.ecr.aws/lambda/python:{python}",
@@ -70,7 +71,7 @@ def preflight(recipe: Recipe) -> None:
     base = base_of(cfg, recipe.target.runtime)
     if cfg.engine or (cfg.tarball and cfg.base_tarball is None):
         try:
-            client = engine()
+            client = docker_client.client()
         except PackageFailed as exc:
             raise BadInput(exc.detail) from None
         _pull_or_explain(client, base)
@@ -129,7 +130,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
               "dependencies_bytes": size_bytes(ctx / "deps")}
     client = None
     if cfg.engine:
-        client = engine()
+        client = docker_client.client()
         _check_base(client, base, python, glibc, arch)
         ref = f"{repo}:{version}"
         packager.ran(f"image {ref} (Docker Engine, {cfg.template})")
@@ -156,7 +157,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
     if cfg.tarball:
         base_tar = cfg.base_tarball
         if base_tar is None:
-            client = client or engine()
+            client = client or docker_client.client()
             if not has_image(client, base):
                 raise PackageFailed(f"the daemonless writer needs the base {base} as a tarball "
                                     "(package.image.base_tarball), and no engine holds it")
@@ -173,7 +174,7 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
                   "uncompressed_bytes": part.unzipped, **written, "limits": limits}
         if client is None:
             try:
-                client = engine()
+                client = docker_client.client()
             except PackageFailed as exc:
                 record["proof"] = {"skipped": f"written without a daemon; none here to load "
                                               f"and run it ({exc})"}

@@ -8,11 +8,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from optimizer.archive import extract_zip, files_under, write_zip
+from optimizer.emulation.qemu import Emulator
 from optimizer.model import sha256_file
 from optimizer.package import layers as layer_split
 from optimizer.package import sizes, smoke
-from optimizer.package.archive import extract_zip, files_under, write_zip
-from optimizer.validate.isa import Emulator
 
 FUNCTION_ZIP = "function.zip"
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from optimizer import __version__, targets
-from optimizer.recipe import DeployConfig
+from optimizer.recipe.schema import DeployConfig
 
 TEMPLATE = "template.yaml"
 ALIAS = "live"  # SnapStart applies to published versions; the alias names the latest

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optimizer import targets
+from optimizer.archive import ZIP_LEVEL, files_under, zip_members
 from optimizer.errors import BadInput
-from optimizer.package.archive import ZIP_LEVEL, files_under, zip_members
 
 TOP = 20
 MIB = 1024 * 1024  # AWS's "50 MB" and "250 MB" limits are binary megabytes
@@ -198,7 +198,7 @@ def elf_problems(part: Part, arch: str, glibc: str) -> tuple[int, list[str]]:
     """Shared objects in a zip or folder that cannot run on the target."""
     import tempfile
 
-    from optimizer.package.archive import extract_zip
+    from optimizer.archive import extract_zip
     from optimizer.package.elfcheck import check_tree
 
     if part.kind == "folder":

@@ -32,7 +32,7 @@ def _by_distribution(root: Path) -> dict[str, int]:
 
 def zipped_by_distribution(root: Path) -> dict[str, int]:
     """What each distribution takes zipped: a layer holds whole ones, under 50 MB each."""
-    from optimizer.package.archive import files_under
+    from optimizer.archive import files_under
     from optimizer.package.layers import groups
     from optimizer.package.sizes import deflated
 

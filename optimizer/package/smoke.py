@@ -8,18 +8,16 @@ something the import needs, or a dependency missing from the package, fails the 
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import platform
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from optimizer.emulation.interpreters import find_python
+from optimizer.emulation.qemu import Emulator, check_signal
 from optimizer.errors import PackageFailed
-from optimizer.validate.isa import Emulator, check_signal
 
 RUNNER = r'''
 import json, sys, time
@@ -45,21 +43,6 @@ print(json.dumps({"init_ms": init_ms, "responses": responses, "foreign": foreign
                   "python": sys.version.split()[0], "threads": app.THREADS,
                   "init_breakdown": app.INIT_BREAKDOWN}))
 '''
-
-
-def find_python(version: str) -> Path | None:
-    """A CPython of this major.minor: under pyenv, or on PATH (but not a pyenv shim, which
-    fails when that version is not the selected one)."""
-    root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    hits = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
-    if hits:
-        return Path(hits[-1])
-    found = shutil.which(f"python{version}")
-    return Path(found) if found and "/shims/" not in found else None
-
-
-def can_run(arch: str) -> bool:
-    return platform.machine() == arch
 
 
 def run(python_version: str, task: Path, opt_roots: list[Path], events: list,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizer.validate.gates import cost
+from optimizer.select.gates import cost
 
 STUDENT_STEPS = ("swap", "distill")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from optimizer.mxnet import archive, bridge, convert, env, worker
 from optimizer.sources import architecture, keras_file, mxnet_model, onnx_file, savedmodel
+from optimizer.sources.mxnet import archive, bridge, convert, env, worker
 from optimizer.steps import TRAIN_CODE
 
 

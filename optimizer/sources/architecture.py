@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from optimizer.errors import BadInput
 from optimizer.model import FILE_NAMES, ModelRef
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 
 
 def load(cfg, dataset, ctx) -> ModelRef:
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
     from optimizer.train import loop
 
     if not dataset.labeled:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from optimizer.inference.tf import load_keras
 from optimizer.model import ModelRef
 from optimizer.sources.resolve import check_classes, preprocess_from_shape
-from optimizer.sources.tf_models import load_keras
 
 
 def load(cfg, dataset, ctx=None) -> ModelRef:

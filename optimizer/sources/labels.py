@@ -35,7 +35,7 @@ def of_source(cfg) -> tuple[list[str], str] | None:
     if cfg.kind == "onnx":
         return from_onnx(cfg.path)
     if cfg.kind == "mms-archive":
-        from optimizer.mxnet import archive
+        from optimizer.sources.mxnet import archive
 
         return archive.synset(cfg.path)
     return None

@@ -13,9 +13,9 @@ from typing import Any
 
 from optimizer.errors import BadInput
 from optimizer.model import FILE_NAMES, ModelRef
-from optimizer.mxnet import archive as mar
-from optimizer.mxnet import convert
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
+from optimizer.sources.mxnet import archive as mar
+from optimizer.sources.mxnet import convert
 from optimizer.sources.resolve import check_classes
 
 
@@ -42,7 +42,7 @@ def _preprocess(cfg, shape: list[int], info: mar.ArchiveInfo | None) -> Preproce
 
 
 def load(cfg, dataset, ctx) -> ModelRef:
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
 
     log = ctx.progress.log
     info: mar.ArchiveInfo | None = None

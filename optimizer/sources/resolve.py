@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optimizer.errors import BadInput
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 
 
 def preprocess_from_shape(

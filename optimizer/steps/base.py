@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from optimizer.data import Dataset
+    from optimizer.data.dataset import Dataset
     from optimizer.progress import Progress
-    from optimizer.recipe import Recipe
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -48,7 +47,7 @@ class StepContext:
     """Everything a step may read; it writes only under `out_dir` (and `checkpoints`)."""
 
     out_dir: Path
-    recipe: Recipe
+    target: str  # the recipe's target name (steps tune some choices per ISA)
     dataset: Dataset
     progress: Progress
     # survives a crash of this step, so a rerun resumes; removed once the step's entry lands

@@ -31,7 +31,7 @@ def _tf_callable(model: ModelRef):
     """The source as a tf.function over float32 batches with a dynamic batch dimension."""
     import tensorflow as tf
 
-    from optimizer.sources.tf_models import load_tf
+    from optimizer.inference.tf import load_tf
 
     fn = load_tf(model)
     spec = (tf.TensorSpec((None, *model.preprocess.input_shape()[1:]), tf.float32, INPUT_NAME),)
@@ -205,7 +205,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def run(model: ModelRef, config: ExportOnnxConfig, ctx: StepContext) -> ModelRef:
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
 
     name = config.name or config.step
     fn, _ = _tf_callable(model)

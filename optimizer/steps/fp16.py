@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import Field
 
 from optimizer.errors import StepFailed
+from optimizer.inference.onnx import op_counts
 from optimizer.model import FILE_NAMES, ModelRef
 from optimizer.steps.base import StepConfig, StepContext
-from optimizer.steps.onnx_util import op_counts
 
 
 class Fp16Config(StepConfig):

@@ -13,9 +13,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from optimizer.inference.onnx import op_counts, run_batch, session
 from optimizer.model import FILE_NAMES, ModelRef
 from optimizer.steps.base import StepConfig, StepContext
-from optimizer.steps.onnx_util import op_counts, run_batch, session
 
 
 class OptimizeGraphConfig(StepConfig):
@@ -52,7 +52,7 @@ def _slim_pass(src: Path, dst: Path) -> None:
 def run(model: ModelRef, config: OptimizeGraphConfig, ctx: StepContext) -> ModelRef:
     import onnx
 
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
 
     x = prepared(ctx.dataset, "test", model.preprocess, limit=16)
     reference = run_batch(session(model.path), x)

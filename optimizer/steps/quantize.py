@@ -17,9 +17,9 @@ from pydantic import Field
 
 from optimizer import targets
 from optimizer.errors import BadInput, StepFailed
+from optimizer.inference.onnx import op_counts, opset, session
 from optimizer.model import FILE_NAMES, ModelRef
 from optimizer.steps.base import StepConfig, StepContext
-from optimizer.steps.onnx_util import op_counts, opset, session
 
 Auto = Literal["auto"]
 
@@ -103,9 +103,9 @@ def run(model: ModelRef, config: QuantizeConfig, ctx: StepContext) -> ModelRef:
     import onnx
     from onnxruntime import quantization as q
 
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
 
-    choice = isa_choice(config, ctx.recipe.target.name)
+    choice = isa_choice(config, ctx.target)
     qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
     name = config.name or config.step
     src = _at_least_opset_13(model.path, ctx.out_dir / "upgraded.onnx", name, choice["why"])

@@ -16,7 +16,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from optimizer.errors import StepFailed
 from optimizer.model import FILE_NAMES, ModelRef, file_digests
-from optimizer.preprocess import Preprocess, apply
+from optimizer.preprocess_spec import Preprocess, apply
 from optimizer.recipe_paths import ExistingDir
 from optimizer.steps.base import StepConfig, StepContext
 from optimizer.train.config import StudentGrid, StudentSpec, TrainConfig, unique
@@ -135,9 +135,9 @@ def prepare(teacher: ModelRef, cfg: DistillConfig, ctx: StepContext) -> None:
 
 
 def run(teacher: ModelRef, cfg: StudentStepConfig, ctx: StepContext) -> ModelRef:
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
+    from optimizer.inference.predict import predict
     from optimizer.train import loop
-    from optimizer.validate.accuracy import predict
 
     spec = cfg.student
     assert spec is not None, "the pipeline runs one student per variant"

@@ -33,8 +33,8 @@ class TfliteConfig(StepConfig):
 def run(model: ModelRef, config: TfliteConfig, ctx: StepContext) -> ModelRef:
     import tensorflow as tf
 
-    from optimizer.data import prepared
-    from optimizer.handler.runtime import load
+    from optimizer.data.dataset import prepared
+    from optimizer.handler.engines import load
     from optimizer.quiet import native_stderr_captured
     from optimizer.steps.export_onnx import _tf_callable
 

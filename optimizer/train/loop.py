@@ -160,8 +160,8 @@ def _batch_targets(data: TrainData, idx: np.ndarray) -> np.ndarray:
 def data_for(dataset, pre, x: np.ndarray, labels: np.ndarray,
              teacher: np.ndarray | None = None) -> TrainData:
     """Training inputs plus the dataset's validation split (if any) and the border fill."""
-    from optimizer.data import prepared
-    from optimizer.preprocess import apply
+    from optimizer.data.dataset import prepared
+    from optimizer.preprocess_spec import apply
 
     has_val = len(dataset.indices("val")) > 0
     return TrainData(x=x, labels=labels, teacher=teacher,

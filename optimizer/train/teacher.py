@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from optimizer.inference.predict import predict
 from optimizer.model import ModelRef
-from optimizer.preprocess import apply
-from optimizer.validate.accuracy import predict
+from optimizer.preprocess_spec import apply
 
 CHUNK = 4096
 

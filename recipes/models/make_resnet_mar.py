@@ -15,9 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from optimizer.data import load_dataset
-from optimizer.mxnet import example
-from optimizer.recipe import DigitsDataset, Split
+from optimizer.data.load import load_dataset
+from optimizer.recipe.schema import DigitsDataset, Split
+from optimizer.sources.mxnet import example
 
 NAME = "resnet18q-digits"
 HERE = Path(__file__).resolve().parent

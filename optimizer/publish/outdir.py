@@ -15,16 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimizer import manifest
 from optimizer.cache import pid_alive
 from optimizer.errors import BadInput
+from optimizer.publish import manifest
 from optimizer.report import confusion_plot, pareto_plot
 from optimizer.report.markdown import render
 from optimizer.report.students import STUDENT_STEPS
 
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact
-    from optimizer.recipe import Recipe
+    from optimizer.recipe.schema import Recipe
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
 
 import numpy as np
 
-from optimizer import targets
+from optimizer.inference.predict import predict
 from optimizer.model import ModelRef
-
-
-def predict(model: ModelRef, x: np.ndarray, runtime: str | None = None,
-            batch: int = 64) -> np.ndarray:
-    """Scores with the model's own runtime, or with `runtime` (OpenVINO for an ONNX file)."""
-    runtime = runtime or targets.default_runtime(model.kind)
-    if runtime == "onnxruntime":
-        from optimizer.steps.onnx_util import run_batch, session
-
-        return run_batch(session(model.path), x)
-    if runtime in ("litert", "openvino"):
-        from optimizer.handler.runtime import load
-        from optimizer.quiet import native_stderr_captured
-
-        with native_stderr_captured():  # LiteRT announces its delegate on every (re)size
-            run = load(runtime, model.path, threads=os.cpu_count() or 1)
-            return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
-    from optimizer.sources.tf_models import predict as tf_predict
-
-    return tf_predict(model, x)
 
 
 def score(probs: np.ndarray, labels: np.ndarray | None) -> dict:
@@ -56,7 +35,7 @@ def test_scores(model: ModelRef, dataset, limit: int | None,
                 runtime: str | None = None) -> dict:
     """Score, answers and packed scores on the test split: one unit of work, so it can run
     here or on a Ray worker and come back as the same cached record."""
-    from optimizer.data import prepared
+    from optimizer.data.dataset import prepared
 
     probs = predict(model, prepared(dataset, "test", model.preprocess, limit=limit), runtime)
     labels = dataset.labels_of("test", limit) if dataset.labeled else None

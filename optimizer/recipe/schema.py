@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from optimizer import targets
-from optimizer.errors import BadInput, RecipeError
-from optimizer.preprocess import Preprocess
+from optimizer.errors import BadInput
+from optimizer.preprocess_spec import Preprocess
 from optimizer.recipe_paths import ExistingDir, ExistingFile, ExistingPath
 from optimizer.steps import STEPS, AnyStep
 from optimizer.train.config import Architecture, StudentSpec, TrainConfig
-from optimizer.yamlfile import load as load_yaml
 
 
 class Strict(BaseModel):
@@ -176,12 +172,12 @@ class _Labelled(Strict):
 
     def _check_classes(self, own: list[str], numbered: bool) -> None:
         """At load time, so a wrong list is a recipe error with its line."""
-        from optimizer.data import order_classes
+        from optimizer.data.classes import order_classes
 
         try:
             order_classes(own, self.classes, numbered, "dataset.classes")
         except BadInput as exc:
-            raise _Wiring(("dataset", "classes"), str(exc).split(": ", 1)[1]) from None
+            raise Wiring(("dataset", "classes"), str(exc).split(": ", 1)[1]) from None
 
 
 class DigitsDataset(_Labelled):
@@ -225,7 +221,7 @@ class FolderDataset(_Labelled):
             [f"no folder for {missing}"] if missing else []) + (
             [f"folder(s) {extra} not in the list"] if extra else [])
         if problems:
-            raise _Wiring(("dataset", "classes"), f"must name the class folders under "
+            raise Wiring(("dataset", "classes"), f"must name the class folders under "
                           f"{self.path}; " + "; ".join(problems))
         return self
 
@@ -475,23 +471,23 @@ class Recipe(Strict):
             step.name = step.name or step.step
             step.input = step.input or previous
             if step.name in produced:
-                raise _Wiring(("steps", i, "name"), f"step name '{step.name}' is used twice")
+                raise Wiring(("steps", i, "name"), f"step name '{step.name}' is used twice")
             if step.input not in produced:
-                raise _Wiring(
+                raise Wiring(
                     ("steps", i, "input"), f"'{step.input}' is not an earlier step; earlier: "
                     f"{', '.join(produced)}"
                 )
             have = produced[step.input]
             if spec.consumes not in ("any", have):
                 hint = " (add an export_onnx step first)" if spec.consumes == "onnx" else ""
-                raise _Wiring(
+                raise Wiring(
                     ("steps", i, "step"), f"{step.step} needs a {spec.consumes} model but "
                     f"'{step.input}' gives {have}{hint}"
                 )
             produced[step.name] = spec.produces
             previous = step.name
         if self.package.model not in ("ship", *produced):
-            raise _Wiring(("package", "model"), f"'{self.package.model}' is not an artifact; "
+            raise Wiring(("package", "model"), f"'{self.package.model}' is not an artifact; "
                           f"choose ship, {', '.join(produced)}")
         return self
 
@@ -502,7 +498,7 @@ class Recipe(Strict):
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
 
 
-class _Wiring(ValueError):
+class Wiring(ValueError):
     """Carries the key path so the error points at the right line."""
 
     def __init__(self, loc: tuple, message: str) -> None:
@@ -510,128 +506,3 @@ class _Wiring(ValueError):
         self.loc = loc
 
 
-def _discriminator(err: dict[str, Any]) -> str:
-    return str((err.get("ctx") or {}).get("discriminator", "kind")).strip("'")
-
-
-def _format_error(err: dict[str, Any], known: list[str]) -> str:
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        key = str(err["loc"][-1])
-        near = difflib.get_close_matches(key, known, n=1)
-        return f"unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
-    if kind == "union_tag_invalid":
-        ctx = err.get("ctx", {})
-        return f"unknown {_discriminator(err)} {ctx.get('tag')!r}; choose one of " \
-            f"{ctx.get('expected_tags')}"
-    if kind == "union_tag_not_found":
-        return f"missing key '{_discriminator(err)}'"
-    if kind == "missing":
-        return "required key is missing"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    inp = err.get("input")
-    if kind not in ("value_error", "assertion_error") and not isinstance(inp, dict | list):
-        shown = repr(inp)
-        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    return msg
-
-
-def _model_at(tp: Any, value: Any) -> Any:
-    """The pydantic model (or list item type) that validates `value` under annotation `tp`."""
-    origin = get_origin(tp)
-    if origin is Annotated:
-        return _model_at(get_args(tp)[0], value)
-    if origin in (Union, UnionType):
-        tag = value.get("kind", value.get("step")) if isinstance(value, dict) else None
-        options = [a for a in get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
-        for option in options:
-            for name in ("kind", "step"):
-                field = option.model_fields.get(name)
-                if field is not None and tag in get_args(field.annotation):
-                    return option
-        return options[0] if len(options) == 1 else None
-    return tp
-
-
-def _known_keys(data: Any, path: tuple) -> list[str]:
-    """Field names of the model at `path`'s parent, for did-you-mean hints."""
-    tp: Any = Recipe
-    node = data
-    for part in path[:-1]:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return []
-        if isinstance(part, int):
-            tp = get_args(tp)[0] if get_origin(tp) is list else None
-        elif isinstance(tp, type) and issubclass(tp, BaseModel):
-            fields = {f.alias or n: f for n, f in tp.model_fields.items()}
-            tp = fields[part].annotation if part in fields else None
-        else:
-            return []
-        tp = _model_at(tp, node)  # resolves unions (Optional included) to a model or None
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [f.alias or n for n, f in tp.model_fields.items()]
-    return []
-
-
-def load_recipe(path: str | Path) -> Recipe:
-    """Parse and validate; every error names file, key path and line, and is a RecipeError."""
-    path = Path(path)
-    doc = load_yaml(path)
-    try:
-        return Recipe.model_validate(doc.data, context={"base": path.parent.resolve()})
-    except ValidationError as exc:
-        found = [_recipe_error(path, doc, err) for err in exc.errors()]
-        unique = list({e.first: e for e in found}.values())
-        first = unique[0]
-        raise RecipeError(first.file, first.line, first.path, first.message,
-                          also=unique[1:]) from None
-
-
-def _recipe_error(path: Path, doc, err: dict[str, Any]) -> RecipeError:
-    loc = tuple(err["loc"])
-    cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, _Wiring):
-        loc = cause.loc
-    shown = _without_tags(doc.data, loc)
-    if err["type"] == "union_tag_invalid":
-        shown = (*shown, _discriminator(err))
-    dotted = ".".join(str(p) for p in shown) or "(top level)"
-    message = _format_error(err, _known_keys(doc.data, shown))
-    line = doc.line_for(shown)
-    if err["type"] == "missing" and shown[:-1]:
-        line = doc.line_for(shown[:-1])
-    return RecipeError(str(path), line, dotted, message)
-
-
-SHAPE_TAGS = ("list", "grid")
-
-
-def _without_tags(data: Any, loc: tuple) -> tuple:
-    """Drop the union tags pydantic puts in error paths (steps.2.quantize.mode -> steps.2.mode).
-
-    Every discriminated union here is tagged by a `kind` or `step` key, and pydantic always
-    puts the tag right after the union's own position, so a part equal to the current
-    mapping's tag value is the tag.
-    """
-    node, shown, tag_seen = data, [], False
-    for part in loc:
-        if part in SHAPE_TAGS and not (isinstance(node, dict) and part in node):
-            continue  # a union told apart by shape (steps.N.candidates: list or grid)
-        if (not tag_seen and isinstance(node, dict)
-                and part in (node.get("kind"), node.get("step"))):
-            tag_seen = True
-            continue
-        shown.append(part)
-        tag_seen = False
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return tuple(shown)
-
-
-def schema() -> dict:
-    return Recipe.model_json_schema(by_alias=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from optimizer import hostinfo, targets
+from optimizer.emulation.qemu import Emulator, check_signal
 from optimizer.errors import OptimizerError
 from optimizer.model import ModelRef
-from optimizer.validate.isa import Emulator, check_signal
 
 RUNS_PER_ROUND = 10
 WORKER = "optimizer.validate.latency_worker"

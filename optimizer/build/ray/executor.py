@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from optimizer import HASH_SEED, targets
-from optimizer.cluster import work
-from optimizer.cluster.address import check_reachable, resolve
-from optimizer.cluster.portable import pack, ship, unpack, without_memo
-from optimizer.data import Dataset
+from optimizer.build.ray import work
+from optimizer.build.ray.address import check_reachable, resolve
+from optimizer.build.ray.portable import pack, ship, unpack, without_memo
+from optimizer.data.dataset import Dataset
 from optimizer.errors import BadInput, OptimizerError
 from optimizer.model import ModelRef
 

@@ -101,7 +101,7 @@ def run_step(payload: dict[str, Any]):
 
     cfg = payload["config"]
     # the driver's dataset (in the model's class order), not a fresh load of the recipe's
-    ctx = StepContext(out_dir=Path(payload["out_dir"]), recipe=payload["recipe"],
+    ctx = StepContext(out_dir=Path(payload["out_dir"]), target=payload["target"],
                       dataset=payload["dataset"], progress=progress,
                       checkpoints=Path(payload["checkpoints"]), cached=cache.ensure_parts)
     return STEPS[cfg.step].run(payload["model"], cfg, ctx)

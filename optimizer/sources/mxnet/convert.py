@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.errors import BadInput, StepFailed
-from optimizer.mxnet import bridge
+from optimizer.sources.mxnet import bridge
 
 
 @dataclass
@@ -71,7 +71,7 @@ def export(symbol: Path, params: Path, graph: Graph, out: Path, log) -> dict[str
 def parity(symbol: Path, params: Path, graph: Graph, onnx_path: Path, x: np.ndarray,
            labels: np.ndarray | None, log) -> dict[str, Any]:
     """MXNet's and ONNX Runtime's outputs on the same batch, compared value by value."""
-    from optimizer.steps.onnx_util import run_batch, session
+    from optimizer.inference.onnx import run_batch, session
 
     with tempfile.TemporaryDirectory(prefix="optimizer-parity-") as tmp:
         xs, ys = Path(tmp) / "x.npy", Path(tmp) / "y.npy"

@@ -12,14 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from optimizer.cluster.portable import (
-    ShippedModel,
-    land,
-    land_files,
-    pack,
-    result_of,
-    unpack,
-)
+from optimizer.build.ray.portable import ShippedModel, land, land_files, pack, result_of, unpack
 
 
 def _landed(value: Any, work: Path) -> Any:
@@ -109,7 +102,7 @@ def run_step(payload: dict[str, Any], model, store, dataset) -> dict[str, Any]:
             _answer(store.save_checkpoint.remote(key, pack(root, set())))
 
         progress = Progress(quiet=True)
-        ctx = StepContext(out_dir=out, recipe=payload["recipe"], dataset=dataset,
+        ctx = StepContext(out_dir=out, target=payload["target"], dataset=dataset,
                           progress=progress, checkpoints=ckpt, cached=cached,
                           on_checkpoint=saved)
         ref = STEPS[cfg.step].run(model, cfg, ctx)

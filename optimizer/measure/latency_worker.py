@@ -53,9 +53,9 @@ def _onnx(path: str | bytes, threads: int) -> Callable:
 def _tf(kind: str, path: str, signature: str, shape: tuple) -> Callable:
     import tensorflow as tf
 
+    from optimizer.inference.tf import load_tf
     from optimizer.model import ModelRef
-    from optimizer.preprocess import Preprocess
-    from optimizer.sources.tf_models import load_tf
+    from optimizer.preprocess_spec import Preprocess
 
     ref = ModelRef(kind=kind, path=Path(path), preprocess=Preprocess(size=(1, 1)), classes=[],
                    info={"signature": signature}, digest="-")
@@ -77,7 +77,7 @@ def main() -> None:
         if m["runtime"] == "onnxruntime":
             calls[name] = _onnx(m["path"], threads)
         elif m["runtime"] in ("litert", "openvino"):
-            from optimizer.handler.runtime import load
+            from optimizer.handler.engines import load
 
             calls[name] = load(m["runtime"], Path(m["path"]), threads)
         else:

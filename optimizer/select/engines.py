@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from optimizer import hostinfo, targets
+from optimizer import hostinfo, targets, wheels
 from optimizer.errors import PackageFailed
 from optimizer.package import layers as layers_split
-from optimizer.package import wheels
 
 # timing under qemu needs the target's Python from Debian, which has no 3.12; the recipe's
 # own version is used for sizes whatever it is

@@ -12,8 +12,6 @@ the graph (8 floats on AVX2, 16 on AVX-512), which would tie the file to the bui
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +63,3 @@ def _mostly_fp16(path: Path) -> bool:
 def _count(lines: list[str]) -> int:
     """Lines are `domain;opset;Op1,Op2,...`."""
     return sum(len(line.split(";")[-1].split(",")) for line in lines)
-
-
-def load_times(onnx_path: Path, ort_path: Path, rounds: int = 7) -> dict[str, float]:
-    """Median session creation time of each file, alternating so drift hits both alike."""
-    from optimizer.steps.onnx_util import session
-
-    def once(path: Path) -> float:
-        t = time.perf_counter()
-        session(path, threads=1)
-        return (time.perf_counter() - t) * 1000
-
-    once(onnx_path), once(ort_path)  # warm the file cache and ORT's one-time setup
-    onnx_ms, ort_ms = [], []
-    for _ in range(rounds):
-        onnx_ms.append(once(onnx_path))
-        ort_ms.append(once(ort_path))
-    return {"load_ms_onnx": round(statistics.median(onnx_ms), 2),
-            "load_ms_ort": round(statistics.median(ort_ms), 2)}

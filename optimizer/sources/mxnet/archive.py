@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from optimizer.archive import safe_name
 from optimizer.data.label_names import parse
 from optimizer.errors import BadInput
-from optimizer.package.archive import safe_name
 
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 2 << 30  # larger than any MXNet image model's params file

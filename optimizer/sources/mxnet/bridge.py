@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from optimizer.errors import BadInput, OptimizerError
-from optimizer.mxnet import env as envs
+from optimizer.sources.mxnet import env as envs
 
 WORKER = Path(__file__).with_name("worker.py")
 USER_ERROR = 2

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from optimizer.model import META, ModelKind, ModelRef
-from optimizer.preprocess import Preprocess
+from optimizer.preprocess_spec import Preprocess
 
 SKIP = {"entry.json", META}  # the cache's bookkeeping and the meta the driver writes itself
 

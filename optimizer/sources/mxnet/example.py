@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer.mxnet import bridge
+from optimizer.sources.mxnet import bridge
 
 SERVICE = Path(__file__).with_name("mms_service.py")
 
 
 def pixels(dataset, split: str, size: int, channels: int) -> np.ndarray:
     """Raw 0..255 NCHW pixels, resized as the handler will: the model normalises after."""
-    from optimizer.data import prepared
-    from optimizer.preprocess import Preprocess
+    from optimizer.data.dataset import prepared
+    from optimizer.preprocess_spec import Preprocess
 
     pre = Preprocess(size=(size, size), channels=channels, layout="NCHW")
     return prepared(dataset, split, pre)

@@ -8,7 +8,7 @@ from optimizer import targets
 
 if TYPE_CHECKING:
     from optimizer.pipeline import Artifact
-    from optimizer.recipe import Recipe
+    from optimizer.recipe.schema import Recipe
 
 
 def _gate(name: str, value: float, limit: float, ok: bool, unit: str) -> dict[str, Any]:

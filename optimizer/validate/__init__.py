@@ -1,1 +1,0 @@
-"""Measuring artifacts: accuracy against labels and the source, latency, size, load time."""
