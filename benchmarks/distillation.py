@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from optimizer import hostinfo
+from optimizer.build.run import run
 from optimizer.cache import Cache, default_root
-from optimizer.pipeline import Builder
 from optimizer.progress import Progress
 from optimizer.recipe.schema import Recipe
 from optimizer.recipe.yamlfile import load as load_yaml
@@ -69,8 +69,8 @@ def main() -> None:
     fractions = [float(f) for f in args.fractions.split(",")]
     recipe = experiment(args.recipe, fractions)
     t0 = time.perf_counter()
-    result = Builder(recipe, args.recipe, Cache(default_root()), Progress()).run(
-        ROOT / "artifacts" / recipe.name)
+    result = run(recipe, args.recipe, ROOT / "artifacts" / recipe.name, Cache(default_root()),
+                 Progress())
     r = result.report
     teacher = r["artifacts"][0]
     rows = []

@@ -31,7 +31,7 @@ from optimizer import hostinfo, targets
 from optimizer.handler.events import images_from_event
 from optimizer.lambda_local.deployable import open_deployable
 from optimizer.lambda_local.session import INIT_PARTS, Session
-from optimizer.package.lambda_zip import sample_event
+from optimizer.package.proof import sample_event
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/mobilenet-lambda.yaml"

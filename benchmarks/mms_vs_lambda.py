@@ -36,7 +36,7 @@ from optimizer.handler.events import images_from_event
 from optimizer.lambda_local.caps import ProcessCaps
 from optimizer.lambda_local.deployable import open_deployable
 from optimizer.lambda_local.tune import concurrent, one_size, percentile
-from optimizer.package.lambda_zip import sample_event
+from optimizer.package.proof import sample_event
 from optimizer.sources.mxnet import env as envs
 
 ROOT = Path(__file__).resolve().parent.parent

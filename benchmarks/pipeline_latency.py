@@ -27,12 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from optimizer import hostinfo, targets
+from optimizer.build.run import build
 from optimizer.cache import Cache, default_root
 from optimizer.data.dataset import prepared
 from optimizer.data.load import load_dataset
 from optimizer.measure.latency import measure
 from optimizer.model import ModelRef
-from optimizer.pipeline import build
 from optimizer.preprocess_spec import Preprocess
 from optimizer.progress import Progress
 from optimizer.recipe.load import load_recipe

@@ -159,48 +159,52 @@ def build(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a recipe end to end and write its artifacts and report."""
+    _guard(as_json, lambda: _build(recipe, out, force, cache_dir, prefer, require_proof, retry,
+                                   ray, ray_cpus, as_json))
 
-    def run() -> int:
-        from optimizer.cache import Cache, default_root
-        from optimizer.pipeline import build as do_build
-        from optimizer.progress import Progress
-        from optimizer.recipe.load import load_recipe
 
-        if prefer not in (None, "speed", "size"):
-            raise BadInput(f"--prefer must be 'speed' or 'size', got {prefer!r}")
-        parsed = load_recipe(recipe)
-        progress = Progress()
-        cache = Cache(cache_dir or default_root())
-        executor = None
-        if ray:  # connects (or fails in one line) before any work
-            from optimizer.build.ray.executor import RayExecutor
+def _build(recipe: Path, out: Path | None, force: bool, cache_dir: Path | None,
+           prefer: str | None, require_proof: bool, retry: bool, ray: str | None,
+           ray_cpus: int, as_json: bool) -> int:
+    from optimizer.build.run import Options
+    from optimizer.build.run import build as do_build
+    from optimizer.cache import Cache, default_root
+    from optimizer.progress import Progress
+    from optimizer.recipe.load import load_recipe
 
-            executor = RayExecutor(ray, cache.root, progress.log, ray_cpus)
-        try:
-            if parsed.uses_tensorflow():
-                from optimizer.quiet import import_tensorflow
+    if prefer not in (None, "speed", "size"):
+        raise BadInput(f"--prefer must be 'speed' or 'size', got {prefer!r}")
+    parsed = load_recipe(recipe)
+    progress = Progress()
+    cache = Cache(cache_dir or default_root())
+    executor = None
+    if ray:  # connects (or fails in one line) before any work
+        from optimizer.build.ray.executor import RayExecutor
 
-                import_tensorflow()
-            result = do_build(parsed, recipe, out, cache, progress, force=force,
-                              prefer=prefer, require_proof=require_proof, retry=retry,
-                              executor=executor)
-        finally:
-            if executor is not None:
-                executor.close()
-        r = result.report
+        executor = RayExecutor(ray, cache.root, progress.log, ray_cpus)
+    try:
+        if parsed.uses_tensorflow():
+            from optimizer.quiet import import_tensorflow
 
-        def text() -> None:
-            from optimizer.report.console import print_summary
+            import_tensorflow()
+        result = do_build(parsed, recipe, out, cache, progress, Options(
+            force=force, prefer=prefer, require_proof=require_proof, retry=retry,
+            executor=executor))
+    finally:
+        if executor is not None:
+            executor.close()
+    r = result.report
 
-            print_summary(r, result.out_dir, progress.console)
+    def text() -> None:
+        from optimizer.report.console import print_summary
 
-        _emit(as_json, {"ok": r["passed"], "exit_code": result.exit_code,
-                        "out_dir": str(result.out_dir), **r}, text)
-        if not r["passed"]:
-            typer.echo(f"error: {'' if r['ship'] else 'gate failed: '}{r['failure']}", err=True)
-        return EXIT_OK if r["passed"] else EXIT_GATE
+        print_summary(r, result.out_dir, progress.console)
 
-    _guard(as_json, run)
+    _emit(as_json, {"ok": r["passed"], "exit_code": result.exit_code,
+                    "out_dir": str(result.out_dir), **r}, text)
+    if not r["passed"]:
+        typer.echo(f"error: {'' if r['ship'] else 'gate failed: '}{r['failure']}", err=True)
+    return EXIT_OK if r["passed"] else EXIT_GATE
 
 
 @app.command()
@@ -378,7 +382,9 @@ PackageArg = Annotated[str, typer.Argument(
     "tarball, or an image (docker://REF)", show_default=False)]
 EventOpt = Annotated[Path | None, typer.Option(
     help="event JSON [default: the build's package/sample-event.json]")]
-TimeoutOpt = Annotated[float, typer.Option(help="function timeout in seconds")]
+TimeoutOpt = Annotated[float, typer.Option(
+    min=0.001, max=900, help="function timeout in seconds (Lambda's: 1 to 900; a fraction "
+    "shows locally what a timeout does)")]
 
 
 def _event(dep, event: Path | None, one_image: bool = False) -> Any:
@@ -393,7 +399,7 @@ def _event(dep, event: Path | None, one_image: bool = False) -> Any:
         raise BadInput(f"{path}: not a readable JSON event ({exc})") from None
     if one_image and event is None:
         from optimizer.handler.events import BadRequest, images_from_event
-        from optimizer.package.lambda_zip import sample_event
+        from optimizer.package.proof import sample_event
 
         try:
             doc = sample_event(images_from_event(doc, 1 << 30, 1 << 20)[:1])
@@ -415,6 +421,34 @@ def _memory_sizes(text: str) -> list[int]:
     if not sizes:
         raise BadInput("--memory: no memory size given")
     return sizes
+
+
+def _print_invocation(report, doc: dict[str, Any]) -> None:
+    """`optimizer invoke` for a person: the response, the REPORT line, where init went."""
+    from optimizer.lambda_local.session import describe_init
+
+    out = report.response if report.status == "ok" else {"error": report.error}
+    if isinstance(out, dict) and isinstance(out.get("body"), str):
+        try:  # a proxy response's body is JSON in a string: show it as JSON
+            out = {**out, "body": json.loads(out["body"])}
+        except ValueError:
+            pass
+    typer.echo(json.dumps(out, indent=2))
+    typer.echo(report.line())
+    if report.init_ms is not None and report.status == "ok":
+        typer.echo(describe_init(report.init_breakdown))
+    if report.restore:
+        after = report.restore.get("after_restore") or {}
+        typer.echo(f"SnapStart: init {report.init_ms:.0f} ms before the snapshot; after "
+                   f"restore {after.get('after_restore_ms', '?')} ms in the handler's hook, "
+                   f"{after.get('threads', '?')} thread(s)"
+                   f"{', model reloaded' if after.get('reloaded') else ''} (a restore here "
+                   "resumes the same process; Lambda's also loads the snapshot)")
+    if report.note:
+        typer.echo(f"note: {report.note}")
+    if doc.get("hint"):
+        typer.echo(f"hint: {doc['hint']}")
+    typer.echo(f"caps: {doc['cap_method']}")
 
 
 @app.command()
@@ -439,7 +473,7 @@ def invoke(
 
         from optimizer import targets
         from optimizer.lambda_local.deployable import open_deployable
-        from optimizer.lambda_local.session import Session, describe_init
+        from optimizer.lambda_local.session import Session
 
         _memory_sizes(str(memory))
         with tempfile.TemporaryDirectory(prefix="optimizer-invoke-") as work:
@@ -460,31 +494,7 @@ def invoke(
         if report.status != "ok" and (hint := dep.hint(str(report.error))):
             doc["hint"] = hint
 
-        def text() -> None:
-            out = report.response if report.status == "ok" else {"error": report.error}
-            if isinstance(out, dict) and isinstance(out.get("body"), str):
-                try:  # a proxy response's body is JSON in a string: show it as JSON
-                    out = {**out, "body": json.loads(out["body"])}
-                except ValueError:
-                    pass
-            typer.echo(json.dumps(out, indent=2))
-            typer.echo(report.line())
-            if report.init_ms is not None and report.status == "ok":
-                typer.echo(describe_init(report.init_breakdown))
-            if report.restore:
-                after = report.restore.get("after_restore") or {}
-                typer.echo(f"SnapStart: init {report.init_ms:.0f} ms before the snapshot; "
-                           f"after restore {after.get('after_restore_ms', '?')} ms in the "
-                           f"handler's hook, {after.get('threads', '?')} thread(s)"
-                           f"{', model reloaded' if after.get('reloaded') else ''} (a restore "
-                           "here resumes the same process; Lambda's also loads the snapshot)")
-            if report.note:
-                typer.echo(f"note: {report.note}")
-            if doc.get("hint"):
-                typer.echo(f"hint: {doc['hint']}")
-            typer.echo(f"caps: {cap}")
-
-        _emit(as_json, doc, text)
+        _emit(as_json, doc, lambda: _print_invocation(report, doc))
         return EXIT_OK if report.status == "ok" else EXIT_GATE
 
     _guard(as_json, run)

@@ -1,6 +1,6 @@
 """The one definition of how pixels become model input.
 
-Validation, calibration and the Lambda handler all run `handler.preprocess.to_batch`, and
+Validation, calibration and the Lambda handler all run `handler.pixels.to_batch`, and
 the spec is saved beside every model as preprocess.json, so the deployed function cannot
 drift from what was measured at build time.
 """

@@ -177,14 +177,14 @@ TARGETS: dict[str, Target] = {
 
 
 
-class InferenceRuntime(BaseModel):
+class Engine(BaseModel):
     """A library the packaged handler can run a model with, as PyPI ships it."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     formats: tuple[str, ...]  # model kinds it runs
-    # what the function installs; the first is the runtime's own distribution
+    # what the function installs; the first is the engine's own distribution
     requirements: tuple[str, ...]
     default_for: tuple[str, ...] = ()  # model kinds it runs unless the recipe says otherwise
     arches: tuple[str, ...] = ("x86_64", "aarch64")
@@ -193,26 +193,26 @@ class InferenceRuntime(BaseModel):
     note: str = ""
 
 
-INFERENCE_RUNTIMES: dict[str, InferenceRuntime] = {
+ENGINES: dict[str, Engine] = {
     r.name: r
     for r in (
-        InferenceRuntime(name="onnxruntime", formats=("onnx",), default_for=("onnx",),
+        Engine(name="onnxruntime", formats=("onnx",), default_for=("onnx",),
                          requirements=("onnxruntime", "numpy", "pillow"),
                          isa_cap="cannot be capped: MLAS picks kernels by CPUID"),
-        InferenceRuntime(name="litert", formats=("tflite",), default_for=("tflite",),
+        Engine(name="litert", formats=("tflite",), default_for=("tflite",),
                          requirements=("ai-edge-litert", "numpy", "pillow"),
                          isa_cap="cannot be capped: XNNPACK picks kernels by CPUID",
                          note="LiteRT (TFLite) with XNNPACK"),
-        InferenceRuntime(name="openvino", formats=("onnx",),
+        Engine(name="openvino", formats=("onnx",),
                          requirements=("openvino", "numpy", "pillow"),
                          isa_cap="partial: ONEDNN_MAX_CPU_ISA caps oneDNN's kernels; "
                          "OpenVINO's own JIT kernels have no cap in release wheels",
                          note="f32 inference precision forced (no bf16 on AMX hosts)"),
-        InferenceRuntime(name="tensorflow", formats=("keras", "savedmodel"),
+        Engine(name="tensorflow", formats=("keras", "savedmodel"),
                          default_for=("keras", "savedmodel"),
                          requirements=("tensorflow-cpu", "keras", "numpy", "pillow"),
                          isa_cap="ONEDNN_MAX_CPU_ISA"),
-        InferenceRuntime(name="intel-tensorflow", formats=("keras", "savedmodel"),
+        Engine(name="intel-tensorflow", formats=("keras", "savedmodel"),
                          requirements=("intel-tensorflow>=2", "keras", "numpy", "pillow"),
                          arches=("x86_64",), isa_cap="ONEDNN_MAX_CPU_ISA",
                          note="Intel's oneDNN build of TensorFlow"),
@@ -223,9 +223,9 @@ INFERENCE_RUNTIMES: dict[str, InferenceRuntime] = {
 ONEDNN_CAP = {"avx2": "AVX2", "avx512_vnni": "AVX512_CORE_VNNI"}
 
 
-def default_runtime(kind: str) -> str:
+def default_engine(kind: str) -> str:
     """The library a model of this kind runs with unless the recipe compares others."""
-    return next(r.name for r in INFERENCE_RUNTIMES.values() if kind in r.default_for)
+    return next(r.name for r in ENGINES.values() if kind in r.default_for)
 
 
 class Baseline(BaseModel):
@@ -327,7 +327,7 @@ def as_dict() -> dict:
         "billing_granularity_ms": BILLING_GRANULARITY_MS,
         "runtimes": {k: v.model_dump() for k, v in RUNTIMES.items()},
         "targets": {k: v.model_dump() for k, v in TARGETS.items()},
-        "inference_runtimes": {k: v.model_dump() for k, v in INFERENCE_RUNTIMES.items()},
+        "inference_runtimes": {k: v.model_dump() for k, v in ENGINES.items()},  # engines
         "baselines": {k: {**v.model_dump(), "usd_per_million_images":
                           round(v.usd_per_million_images, 4)} for k, v in BASELINES.items()},
     }

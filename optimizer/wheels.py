@@ -7,6 +7,7 @@ import error on Lambda.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from optimizer.errors import PackageFailed
 
 def requirements(runtime: str) -> tuple[str, ...]:
     """What a model runtime needs on Lambda besides the handler."""
-    return targets.INFERENCE_RUNTIMES[runtime].requirements
+    return targets.ENGINES[runtime].requirements
 
 
 def platform_tags(arch: str, glibc: str) -> list[str]:
@@ -69,7 +70,9 @@ def _pip(requirements: list[str], python: str, arch: str, glibc: str, dest: Path
     ]
     for tag in platform_tags(arch, glibc):
         cmd += ["--platform", tag]
-    proc = subprocess.run([*cmd, *requirements], capture_output=True, text=True)
+    # a package needs every dependency, whatever the user's pip config says (PIP_NO_DEPS)
+    env = {k: v for k, v in os.environ.items() if k.upper() != "PIP_NO_DEPS"}
+    proc = subprocess.run([*cmd, *requirements], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
         raise PackageFailed(

@@ -80,6 +80,44 @@ def digit_cnn(tmp_path_factory) -> Path:
     return path
 
 
+def write_idx(path: Path, array) -> Path:
+    """An idx file of unsigned bytes, gzipped as Debian ships them."""
+    import gzip
+
+    import numpy as np
+
+    arr = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+    return path
+
+
+def fashion_like(folder: Path, train: int = 300, test: int = 100) -> Path:
+    """Fashion-MNIST's four idx files in Debian's layout, small: 28x28 images of a bar whose
+    position is the class, with noise, so a small model can learn them in seconds."""
+    import numpy as np
+
+    from optimizer.data.fashion_mnist import FILES
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("test", test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c: 5 + 2 * c, 4:24] = 230
+        img_file, lbl_file = FILES[split]
+        write_idx(folder / img_file, images)
+        write_idx(folder / lbl_file, labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory) -> Path:
+    return fashion_like(tmp_path_factory.mktemp("fashion-mnist"))
+
+
 @pytest.fixture
 def cache_env(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "cache"

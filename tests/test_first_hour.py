@@ -143,28 +143,19 @@ def test_failed_lookups_are_remembered_and_counted(tmp_path):
     so), --retry asks again; every run is counted, failed or not."""
     import pytest
 
+    from optimizer.build.ledger import Ledger
     from optimizer.cache import Cache
     from optimizer.errors import BadInput, PackageFailed
-    from optimizer.pipeline import Builder
     from optimizer.progress import Progress
-    from optimizer.recipe.load import load_recipe
 
-    recipe = load_recipe(write_recipe(tmp_path, """
-        name: r
-        source: {kind: architecture, architecture: MobileNetV2, input_size: 32}
-        dataset: {kind: sklearn-digits}
-        steps: [{step: export_onnx}]
-        """))
     calls = []
 
     def lookup(tmp):
         calls.append(1)
         raise PackageFailed("pip: no matching distribution for intel-tensorflow")
 
-    def builder(**kw) -> Builder:
-        b = Builder(recipe, tmp_path / "r.yaml", Cache(tmp_path / "c"), Progress(quiet=True),
-                    **kw)
-        return b
+    def builder(**kw) -> Ledger:
+        return Ledger(Cache(tmp_path / "c"), Progress(quiet=True), **kw)
 
     first = builder()
     with pytest.raises(PackageFailed):

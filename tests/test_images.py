@@ -43,11 +43,19 @@ image:
 
 @pytest.fixture(scope="session")
 def base_image() -> str:
+    """`optimizer base-image` as a user runs it (it says so when the engine has the tag)."""
     if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed; it builds the local base image")
-    from optimizer.package.baseimage import ensure
+    tag = "local/debian-python:3.11"
+    made = runner.invoke(app, ["base-image", "--tag", tag, "--suite", "bookworm"])
+    assert made.exit_code == 0, made.output
+    assert tag in made.output
+    from optimizer.docker_client import client
 
-    return ensure("local/debian-python:3.11", "bookworm")
+    probe = client().containers.run(tag, ["-c", "import sys; print(sys.version_info[:2])"],
+                                    entrypoint="python3", remove=True)
+    assert probe.decode().strip() == "(3, 11)"
+    return tag
 
 
 def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras, base_image):
@@ -94,6 +102,31 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
         checked = runner.invoke(app, ["check-size", target, "--json", "--target", "x86_64"])
         assert checked.exit_code == 0, checked.output
         assert json.loads(checked.stdout)["ok"]
+
+    # the tarball itself, loaded and run; a timeout shorter than a request is Lambda's
+    event = str(tmp_path / "out1/package/sample-event.json")
+    tar = runner.invoke(app, ["invoke", str(tmp_path / "out1/package/image.tar"), "--event",
+                              event, "--timeout", "60", "--json"])
+    assert tar.exit_code == 0, tar.output
+    assert json.loads(tar.stdout)["response"]["statusCode"] == 200
+    late = runner.invoke(app, ["invoke", f"docker://{image['ref']}", "--event", event,
+                               "--timeout", "0.001", "--json"])
+    assert late.exit_code == 1, late.output
+    timed_out = json.loads(late.stdout)
+    assert timed_out["status"] == "timeout" and "Task timed out" in timed_out["error"]
+
+    # the memory sweep of an image, by cost, with cold starts on the bill
+    tuned = runner.invoke(app, ["tune", f"docker://{image['ref']}", "--memory", "512,1769",
+                                "--invocations", "2", "--strategy", "cost",
+                                "--cold-per-1000", "100", "--event", event, "--out",
+                                str(tmp_path / "tune"), "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    doc = json.loads(tuned.stdout)
+    assert doc["kind"] == "image" and [r["memory_mb"] for r in doc["rows"]] == [512, 1769]
+    key = "cost_per_million_with_cold_usd"
+    assert all(r[key] > r["cost_per_million_usd"] for r in doc["rows"])  # init is billed
+    assert doc["recommended_memory_mb"] == min(doc["rows"], key=lambda r: (
+        r[key], r["p50_ms"]))["memory_mb"]
 
 
 def test_tensorflow_runtime_is_refused_as_zip_and_built_as_image(tmp_path, tiny_keras,
@@ -145,7 +178,8 @@ def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, bas
 
 def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, monkeypatch):
     from optimizer.docker_client import client as engine
-    from optimizer.lambda_local.container import invoke_image
+    from optimizer.lambda_local.instances import ContainerInstance
+    from optimizer.lambda_local.run import run_events
     from optimizer.package.baseimage import save
 
     base_tar = save(base_image, tmp_path / "base.tar")
@@ -162,6 +196,7 @@ def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, m
         engine().images.load(f)
     from tests.test_handler import _b64, _png
 
-    run = invoke_image(rec["ref"], [{"image": _b64(_png(0))}], 1769, 1.0)
+    run = run_events(ContainerInstance(rec["ref"], 1769, 1.0, 120.0),
+                     [{"image": _b64(_png(0))}], 1769, 120.0, "the loaded tarball")
     body = json.loads(run["responses"][0]["body"])
     assert run["responses"][0]["statusCode"] == 200 and len(body["predictions"]) == 1

@@ -113,7 +113,7 @@ import json, sys
 task, opt, specs_file, out = sys.argv[1:5]
 sys.path[:0] = [task, opt + "/python"]
 import numpy as np
-from handler.preprocess import decode, to_batch
+from handler.pixels import decode, to_batch
 import PIL
 specs = json.load(open(specs_file))
 arrays = {}
@@ -155,16 +155,34 @@ def test_build_and_packaged_handler_give_identical_arrays(zip_build, tmp_path):
             assert got.shape == built.shape and np.array_equal(got, built), (kind, i)
 
 
-def test_handler_answers_the_same_for_a_rotated_phone_photo(zip_build):
-    """A digit shot sideways, with an EXIF tag saying so: the function reads it upright."""
+def test_handler_answers_the_same_for_a_rotated_phone_photo(zip_build, tmp_path):
+    """A digit shot sideways, with an EXIF tag saying so: the packaged function, run as
+    Lambda runs it, answers for it exactly as for the upright picture; without the tag the
+    same pixels are read sideways."""
+    import base64
+
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
     from optimizer.handler.events import images_from_event
 
     root, _, _ = zip_build
     event = json.loads((root / "out" / "package" / "sample-event.json").read_text())
     png = images_from_event(event, 1 << 24, 64)[0]
     upright = decode(png)
+    sideways = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_270)
     exif = Image.Exif()
     exif[0x0112] = 8  # "rotate 270 clockwise to show"
-    buf = io.BytesIO()
-    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_270).save(buf, "PNG", exif=exif)
-    assert np.array_equal(decode(buf.getvalue()), upright)
+    tagged, untagged = io.BytesIO(), io.BytesIO()
+    sideways.save(tagged, "PNG", exif=exif)
+    sideways.save(untagged, "PNG")
+    assert np.array_equal(decode(tagged.getvalue()), upright)
+    assert not np.array_equal(decode(untagged.getvalue()), upright)
+    request = tmp_path / "photos.json"
+    request.write_text(json.dumps({"images": [base64.b64encode(b).decode() for b in (
+        png, tagged.getvalue())]}))
+    result = CliRunner().invoke(app, ["invoke", str(root / "out"), "--event", str(request),
+                                      "--json"])
+    assert result.exit_code == 0, result.output[-2000:]
+    first, rotated = json.loads(json.loads(result.stdout)["response"]["body"])["predictions"]
+    assert rotated == first

@@ -146,7 +146,7 @@ def test_architecture_source_trains_once(tmp_path, cache_env):
         steps:
           - step: export_onnx
         validate:
-          max_accuracy_drop: 100
+          max_accuracy_drop: 0.5
           latency: {warmup: 1, runs: 5}
         """)
     out = tmp_path / "out"
@@ -189,20 +189,24 @@ def test_sigterm_mid_step_leaves_no_partial_files(tmp_path, tiny_keras, cache_en
 
 
 def test_fp16_gate_follows_the_target_and_insist(tmp_path, tiny_keras):
-    from types import SimpleNamespace
-
+    from optimizer.artifact import Accuracy, Agreement, Artifact, Latency, Measured
+    from optimizer.model import ModelRef
+    from optimizer.preprocess_spec import Preprocess
     from optimizer.recipe.load import load_recipe
-    from optimizer.select.gates import check
+    from optimizer.select.gates import check, insists
 
-    v = {"accuracy": 90.0, "latency": {"p50_ms": 1.0}, "size_bytes": 1}
-    art = SimpleNamespace(step="fp16", step_name="half", validation=v)
-    src = SimpleNamespace(validation=v)
+    m = Measured(accuracy=Accuracy(10, 90.0, True), agreement=Agreement(100.0, 0.0, 0.0),
+                 latency=Latency(1, 1, 1, 1, 1, 10, 1.0, 1.0, 1.0, 1.0, 1.0))
+    ref = ModelRef("onnx", tmp_path / "m.onnx", Preprocess(), ["a", "b"], digest="x")
+    src = Artifact("source", "keras", ref, False, 0.0, measured=m, size_bytes=1)
+    art = Artifact("half", "fp16", ref, False, 0.0, step_name="half", measured=m, size_bytes=1)
     for target, insist, ok in (("x86_64", False, False), ("x86_64", True, True),
                                ("arm64", False, True)):
         recipe = tiny_recipe(tmp_path, tiny_keras)
         text = recipe.read_text().replace("- step: fp16\n", "- step: fp16\n    name: half\n"
                                           f"    insist: {str(insist).lower()}\n")
         recipe.write_text(text + f"target: {{name: {target}}}\n")
-        gate = next(g for g in check(art, src, load_recipe(recipe))
-                    if g["gate"] == "fp16_native")
-        assert gate["passed"] is ok, (target, insist, gate)
+        parsed = load_recipe(recipe)
+        gate = next(g for g in check(art, src, parsed.gates, parsed.target.name,
+                                     insists(parsed, art)) if g.gate == "fp16_native")
+        assert gate.passed is ok, (target, insist, gate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -72,12 +73,38 @@ def mutated(draw):
     return doc
 
 
-def _check(path: Path) -> Recipe | None:
+def _resolve(doc, dotted: str):
+    """The key path of an error in the document, or None where it does not exist there."""
+    node, parts = doc, []
+    for part in dotted.split("."):
+        key = int(part) if isinstance(node, list) and part.isdigit() else part
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+        parts.append(key)
+    return parts
+
+
+def _check(path: Path, doc=None) -> Recipe | None:
+    """Loads, or is refused with the file, a message, and (for a key the document has) the
+    line that key is on."""
     try:
         return load_recipe(path)
     except RecipeError as exc:
         assert str(exc).startswith(str(path)), str(exc)
-        assert exc.message.strip(), "an empty error message"
+        lines = path.read_text().splitlines()
+        for err in (exc, *exc.also):
+            assert err.message.strip(), "an empty error message"
+            keys = _resolve(doc, err.path) if doc is not None and err.path else None
+            if not keys or not isinstance(keys[-1], str):
+                continue
+            assert err.line is not None, f"{err.first}: no line for a key the file has"
+            dumped = yaml.safe_dump({keys[-1]: None}, allow_unicode=True).rsplit(":", 1)[0]
+            text = re.sub(r"^(- )+", "", lines[err.line - 1].lstrip(" "))
+            if "\n" in dumped:  # a key YAML writes over several lines starts with "? "
+                dumped = "?"
+            assert text.startswith(dumped), f"{err.first}: line {err.line} is {text!r}"
         return None
 
 
@@ -86,7 +113,7 @@ def _check(path: Path) -> Recipe | None:
 def test_mutated_recipes_load_or_are_refused_with_a_location(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("r") / "recipe.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    recipe = _check(path)
+    recipe = _check(path, doc)
     if recipe is not None:  # what loads is canonical: dumping and reloading gives the same
         again = path.with_name("again.yaml")
         again.write_text(yaml.safe_dump(json.loads(recipe.canonical_json()), sort_keys=False))

@@ -91,7 +91,7 @@ def test_the_comparison_times_every_runtime_per_target_and_ships_the_winner(
     # the winner is the fastest row that passed, fits and was timed, and it is what shipped
     ok = [r for r in x86["rows"] if r.get("passed") and r.get("fits") and r.get("p50_ms")]
     assert x86["winner"]["p50_ms"] == min(r["p50_ms"] for r in ok)
-    assert shipped_manifest(out)["runtime"] == x86["winner"]["runtime"] == report["ship_runtime"]
+    assert shipped_manifest(out)["engine"] == x86["winner"]["runtime"] == report["ship_runtime"]
     assert report["ship"] == x86["winner"]["artifact"]
     assert report["packages"][0]["proof"]["isa"]["emulator"] == "qemu-x86_64 -cpu Haswell"
     # OpenVINO ran the same ONNX file, with its own accuracy and time in the same rounds
@@ -131,7 +131,7 @@ def test_a_litert_zip_ships_and_is_proved(tmp_path, tiny_keras, cache_env):
     report = json.loads((out / "report.json").read_text())
     assert report["ship_runtime"] == "litert" and report["ship"].startswith("tflite")
     manifest = shipped_manifest(out)
-    assert manifest["runtime"] == "litert" and manifest["model"] == "model.tflite"
+    assert manifest["engine"] == "litert" and manifest["model"] == "model.tflite"
     pkg = report["packages"][0]
     assert pkg["proof"]["label"] == pkg["proof"]["expected"]
     assert pkg["proof"]["isa"]["label"] == pkg["proof"]["expected"]  # under Haswell too
@@ -146,7 +146,7 @@ def test_bad_runtime_sections_are_refused_with_their_line(tmp_path, tiny_keras, 
         """))
     proc = build(recipe, tmp_path / "out")
     assert proc.returncode == 2
-    assert "runtimes.candidates.0" in proc.stderr and "unknown inference runtime 'tvm'" \
+    assert "runtimes.candidates.0" in proc.stderr and "unknown inference engine 'tvm'" \
         in proc.stderr
     wrong = keras_recipe(tmp_path, tiny_keras, name="wrong",
                          steps="- step: export_onnx\n  name: fp32\n- step: tflite\n")
@@ -175,7 +175,7 @@ def test_fit_follows_the_layer_split_and_names_what_is_too_big():
 
 
 def test_the_winner_is_the_fastest_row_that_passed_fits_and_was_timed():
-    from optimizer.select.engines import best_per_runtime, choose, why_not
+    from optimizer.select.engines import best_per_engine, choose, why_not
 
     rows = [
         {"key": "a", "runtime": "onnxruntime", "available": True, "passed": True, "fits": True,
@@ -190,7 +190,7 @@ def test_the_winner_is_the_fastest_row_that_passed_fits_and_was_timed():
     ]
     assert choose(rows, "speed")["key"] == "a"
     assert choose(rows, "size")["key"] == "a"  # d is smaller but has no time
-    best = {r["runtime"]: r for r in best_per_runtime(rows, "speed")}
+    best = {r["runtime"]: r for r in best_per_engine(rows, "speed")}
     assert why_not(best["openvino"]) == "too big"
     assert why_not(best["intel-tensorflow"]) == "no wheel"
     assert why_not(best["litert"]) == "not timed"  # closer than one that failed the gates

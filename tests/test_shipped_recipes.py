@@ -49,3 +49,21 @@ def test_the_main_recipe_ships_a_small_fast_correct_function(tmp_path):
     body = json.loads(json.loads(inv.stdout)["response"]["body"])
     assert body["predictions"][0]["top"][0]["label"] in r["classes"]
     assert run("verify", str(out / "manifest.json")).returncode == 0
+
+
+def test_fashion_distill_ships_a_student_near_its_teacher(tmp_path):
+    """recipes/fashion-distill.yaml (about 20 minutes: left out of CI's recipe builds)."""
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("no Fashion-MNIST: apt-get install dataset-fashion-mnist")
+    env = {**os.environ, "OPTIMIZER_CACHE": str(tmp_path / "cache")}
+    built = subprocess.run([sys.executable, "-m", "optimizer", "build",
+                            "recipes/fashion-distill.yaml", "--out", str(tmp_path / "out"),
+                            "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=7200)
+    assert built.returncode == 0, built.stderr[-3000:]
+    r = json.loads(built.stdout)
+    by = {a["name"]: a for a in r["artifacts"]}
+    ship = by[r["ship"]]
+    assert r["ship"].startswith(("fp32", "int8")) and r["dataset"]["splits"]["test"] == 10000
+    assert by["source"]["validation"]["accuracy"] - ship["validation"]["accuracy"] <= 3.0
+    assert r["teacher_student"]["speedup_vs_teacher_onnx"] > 1

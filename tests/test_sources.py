@@ -212,35 +212,58 @@ def test_splits_are_deterministic_and_disjoint():
     assert (len(a["test"]), len(a["val"])) == (30, 15)
 
 
-def test_fashion_mnist_canonical_test_split():
+def test_fashion_mnist_canonical_test_split(fashion_dir):
+    from optimizer.data.load import load_dataset
+    from optimizer.recipe.schema import FashionMnistDataset
+
+    cfg = FashionMnistDataset(kind="fashion-mnist", path=fashion_dir, train_limit=200,
+                              test_limit=50)
+    ds = load_dataset(cfg)
+    assert ds.classes[0] == "t-shirt/top" and len(ds.classes) == 10
+    assert {s: len(ds.indices(s)) for s in ("train", "val", "test")} == {
+        "train": 180, "val": 20, "test": 50}
+    assert np.bincount(ds.labels_of("test")).tolist() == [5] * 10
+    # images stay with their labels: each bar sits where its class puts it
+    for i in ds.indices("test"):
+        c = ds.labels[i]
+        assert ds.images[i][3 + 2 * c, 10] == 230 and ds.images[i][3 + 2 * c, 2] < 40
+    assert ds.images[0].shape == (28, 28) and ds.images[0].dtype == np.uint8
+    assert load_dataset(cfg).digest == ds.digest
+    pooled = load_dataset(cfg.model_copy(update={"canonical_test": False}))
+    assert len(pooled.indices("test")) == round(250 * 0.2)
+
+
+def test_fashion_mnist_debian_files():
+    """The real files, where Debian's package is installed (CI installs it)."""
     from optimizer.data.load import load_dataset
     from optimizer.recipe.schema import FashionMnistDataset
 
     cfg = FashionMnistDataset(kind="fashion-mnist", train_limit=500, test_limit=100)
+    if not (cfg.path / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip(f"no {cfg.path}: apt-get install dataset-fashion-mnist")
     ds = load_dataset(cfg)
-    assert ds.classes[0] == "t-shirt/top" and len(ds.classes) == 10
     assert {s: len(ds.indices(s)) for s in ("train", "val", "test")} == {
         "train": 450, "val": 50, "test": 100}
     assert np.bincount(ds.labels_of("test")).tolist() == [10] * 10
-    assert ds.images[0].shape == (28, 28) and ds.images[0].dtype == np.uint8
-    assert load_dataset(cfg).digest == ds.digest
 
 
-def test_fashion_mnist_bad_idx_file(tmp_path):
+def test_fashion_mnist_bad_idx_file(tmp_path, fashion_dir):
     import gzip
 
     from optimizer.data.fashion_mnist import FILES
     from optimizer.data.load import load_dataset
     from optimizer.recipe.schema import FashionMnistDataset
 
-    src = FashionMnistDataset(kind="fashion-mnist").path
     for img, lbl in FILES.values():
-        shutil.copy(src / lbl, tmp_path / lbl)
-        shutil.copy(src / img, tmp_path / img)
+        shutil.copy(fashion_dir / lbl, tmp_path / lbl)
+        shutil.copy(fashion_dir / img, tmp_path / img)
     with gzip.open(tmp_path / FILES["test"][0], "wb") as f:
         f.write(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") * 3 + b"short")
     cfg = FashionMnistDataset(kind="fashion-mnist", path=tmp_path)
     with pytest.raises(BadInput, match="header says"):
+        load_dataset(cfg)
+    (tmp_path / FILES["train"][1]).write_bytes(b"not gzip at all")
+    with pytest.raises(BadInput, match="unreadable idx file"):
         load_dataset(cfg)
     # the default path is not checked at recipe time; an absent package gets a hint
     missing = cfg.model_copy(update={"path": tmp_path / "nowhere"})

@@ -90,8 +90,8 @@ def test_gate_choice_prefers_speed_or_size():
     from optimizer.select.gates import choose
 
     def art(name, p50, size, passed=True):
-        return SimpleNamespace(name=name, candidate=True, passed=passed,
-                               validation={"latency": {"p50_ms": p50}, "size_bytes": size})
+        return SimpleNamespace(name=name, candidate=True, passed=passed, p50_ms=p50,
+                               size_bytes=size)
 
     arts = [art("fast", 1.0, 900), art("small", 2.0, 300), art("tiny-failed", 0.5, 10, False)]
     assert choose(arts).name == "fast"

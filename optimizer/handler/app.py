@@ -51,7 +51,7 @@ from .events import BadRequest, error, images_from_event, response  # noqa: E402
 from .pixels import NotAnImage, decode, to_batch  # noqa: E402
 
 _mark("image_library")
-from .engines import import_runtime, load, memory_mb, threads_for_memory, top_k  # noqa: E402
+from .engines import import_engine, load, memory_mb, threads_for_memory, top_k  # noqa: E402
 
 MANIFEST = "package.json"
 
@@ -83,9 +83,9 @@ def _init() -> tuple[dict[str, Any], Any, int]:
     folder = model_dir()
     manifest = json.loads((folder / MANIFEST).read_text())
     threads = _threads(manifest)
-    import_runtime(manifest["runtime"])
+    import_engine(manifest["engine"])
     _mark("runtime_import")
-    run = load(manifest["runtime"], folder / manifest["model"], threads)
+    run = load(manifest["engine"], folder / manifest["model"], threads)
     _mark("model_load")
     return manifest, run, threads
 
@@ -141,7 +141,7 @@ def after_restore() -> None:
         sys.modules["numpy.random"].seed(int.from_bytes(os.urandom(4), "little"))
     reloaded = False
     if (threads := _threads(MANIFEST_DATA)) != THREADS:
-        RUN = load(MANIFEST_DATA["runtime"], model_dir() / MANIFEST_DATA["model"], threads)
+        RUN = load(MANIFEST_DATA["engine"], model_dir() / MANIFEST_DATA["model"], threads)
         THREADS, reloaded = threads, True
     print("OPTIMIZER_RESTORE " + json.dumps({
         "after_restore_ms": round((time.perf_counter() - t0) * 1000, 2), "threads": THREADS,

@@ -27,17 +27,17 @@ def memory_mb(default: int) -> int:
         return default
 
 
-# the module each runtime's load imports first, timed apart from the load itself
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter",
+# the module each engine's load imports first, timed apart from the load itself
+ENGINE_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter",
                    "openvino": "openvino", "tensorflow": "tensorflow",
                    "intel-tensorflow": "tensorflow"}
 
 
-def import_runtime(kind: str) -> None:
+def import_engine(kind: str) -> None:
     import importlib
 
-    if kind in RUNTIME_MODULES:
-        importlib.import_module(RUNTIME_MODULES[kind])
+    if kind in ENGINE_MODULES:
+        importlib.import_module(ENGINE_MODULES[kind])
 
 
 def load(kind: str, path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:

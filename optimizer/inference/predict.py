@@ -13,7 +13,7 @@ from optimizer.model import ModelRef
 def predict(model: ModelRef, x: np.ndarray, runtime: str | None = None,
             batch: int = 64) -> np.ndarray:
     """Scores with the model's own runtime, or with `runtime` (OpenVINO for an ONNX file)."""
-    runtime = runtime or targets.default_runtime(model.kind)
+    runtime = runtime or targets.default_engine(model.kind)
     if runtime == "onnxruntime":
         from optimizer.inference.onnx import run_batch, session
 

@@ -17,6 +17,7 @@ from optimizer import docker_client, targets, wheels
 from optimizer.archive import extract_zip
 from optimizer.cache import Cache, default_root, make_key
 from optimizer.emulation import interpreters
+from optimizer.emulation.qemu import Emulator
 from optimizer.errors import BadInput
 from optimizer.lambda_local.instances import ContainerInstance, ProcessInstance
 
@@ -82,7 +83,11 @@ def _runtime_client(python: str, arch: str, glibc: str) -> Path:
     return entry / "runtime"
 
 
-def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -> Deployable:
+def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None,
+             emulate: Emulator | None = None, check_imports: bool = False) -> Deployable:
+    """`emulate`: run under qemu-user as the target's CPU (for a foreign architecture with
+    that architecture's Python); `check_imports`: fail an invocation that loaded a module
+    from outside the package (see import_check)."""
     zips, sample = _zips(path)
     task, opt = work / "task", work / "opt"
     extract_zip(zips[0], task)
@@ -95,17 +100,21 @@ def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None) -
     if runtime not in targets.RUNTIMES:
         raise BadInput(f"unknown runtime '{runtime}'; choose one of {sorted(targets.RUNTIMES)}")
     arch = manifest.get("architecture", "x86_64")
-    if not interpreters.can_run(arch):
+    if emulate is None and not interpreters.can_run(arch):
         raise BadInput(f"{path}: a package for {arch} cannot run on this machine")
     rt = targets.RUNTIMES[runtime]
-    python = interpreters.find_python(rt.python)
+    python = (emulate.python if emulate and emulate.python
+              else interpreters.find_python(rt.python))
     if python is None:
-        raise BadInput(f"no Python {rt.python} on this machine to run a {runtime} package")
+        raise BadInput(f"no Python {rt.python} on this machine to run a {runtime} package; "
+                       f"install one (pyenv install {rt.python})")
     client = _runtime_client(rt.python, arch, rt.glibc)
     handler = handler or manifest.get("handler") or DEFAULT_HANDLER
+    prefix = tuple(emulate.prefix()) if emulate else ()
 
     def make(memory_mb: int, cpus: float, timeout_s: float) -> ProcessInstance:
-        return ProcessInstance(python, task, opt, client, handler, memory_mb, cpus, timeout_s)
+        return ProcessInstance(python, task, opt, client, handler, memory_mb, cpus, timeout_s,
+                               prefix, check_imports)
 
     return Deployable("zip", str(path), arch, runtime, sample, make, layers=len(zips) - 1)
 

@@ -6,7 +6,9 @@ request loop and error reporting are Lambda's own code, not a re-implementation.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from optimizer import docker_client
 from optimizer.hostinfo import peak_rss_bytes
+from optimizer.lambda_local import import_check
 from optimizer.lambda_local.caps import ProcessCaps, cgroup_peak
 
 
@@ -37,36 +40,55 @@ def lambda_env(api: str, memory_mb: int, timeout_s: float,
 
 class ProcessInstance:
     """`python -S -m awslambdaric HANDLER` with /var/task, /opt/python and the runtime
-    client on the path and nothing from this machine's site-packages."""
+    client on the path and nothing from this machine's site-packages.
+
+    `prefix` runs the interpreter under an emulator (qemu-user as the target's CPU), which
+    is no model of Lambda's resources, so nothing is capped then. `check_imports` fails
+    every invocation after which a module is loaded from anywhere but the package, the
+    runtime client and the standard library: a proof must not lean on this machine."""
 
     def __init__(self, python: Path, task: Path, opt: Path, runtime_dir: Path, handler: str,
-                 memory_mb: int, cpus: float, timeout_s: float) -> None:
+                 memory_mb: int, cpus: float, timeout_s: float, prefix: tuple[str, ...] = (),
+                 check_imports: bool = False) -> None:
         self.python, self.task, self.opt, self.runtime_dir = python, task, opt, runtime_dir
         self.handler, self.memory_mb, self.cpus = handler, memory_mb, cpus
-        self.timeout_s = timeout_s
-        self.caps = ProcessCaps(memory_mb, cpus)  # one group per start; removed at stop
-        self.cap_method = self.caps.method
+        self.timeout_s, self.prefix, self.check_imports = timeout_s, prefix, check_imports
+        self.caps = None if prefix else ProcessCaps(memory_mb, cpus)  # removed at stop
+        self.cap_method = self.caps.method if self.caps else f"none: run under {prefix[0]}"
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
         self.started = 0.0
         self.init_type = "on-demand"
+        self._checker = tempfile.TemporaryDirectory(prefix="optimizer-proof-") \
+            if check_imports else None
+
+    def _paths_and_handler(self) -> tuple[list[Path], str, dict[str, str]]:
+        roots = [self.task, self.opt / "python", self.runtime_dir]
+        if self._checker is None:
+            return roots, self.handler, {}
+        folder = Path(self._checker.name)
+        shutil.copyfile(import_check.__file__, folder / f"{import_check.MODULE}.py")
+        env = {"OPTIMIZER_PROOF_HANDLER": self.handler,
+               "OPTIMIZER_PROOF_ROOTS": json.dumps([str(r) for r in roots])}
+        return [*roots, folder], f"{import_check.MODULE}.handle", env
 
     def start(self, api: str) -> None:
-        if not self.caps.dirs and self.caps.method.startswith("cgroup"):
+        if self.caps is not None and not self.caps.dirs and \
+                self.caps.method.startswith("cgroup"):
             self.caps = ProcessCaps(self.memory_mb, self.cpus)  # the last stop removed it
+        paths, handler, extra = self._paths_and_handler()
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": os.pathsep.join(str(p) for p in (
-                self.task, self.opt / "python", self.runtime_dir)),
+            "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
             "LAMBDA_TASK_ROOT": str(self.task), "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
             "HOME": str(self.task.parent),
-            **lambda_env(api, self.memory_mb, self.timeout_s, self.init_type),
+            **lambda_env(api, self.memory_mb, self.timeout_s, self.init_type), **extra,
         }
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [str(self.python), "-S", "-B", "-m", "awslambdaric", self.handler],
+            [*self.prefix, str(self.python), "-S", "-B", "-m", "awslambdaric", handler],
             cwd=self.task, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=self.caps.enter)
+            preexec_fn=self.caps.enter if self.caps else None)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -75,11 +97,11 @@ class ProcessInstance:
         """The larger of the cgroup's peak and the process's peak RSS (VmHWM): pages of
         libraries already in the page cache are not charged to a new cgroup."""
         rss = peak_rss_bytes(self.proc.pid) if self.alive() else None
-        peak = max(self.caps.peak_bytes() or 0, rss or 0)
+        peak = max((self.caps.peak_bytes() if self.caps else None) or 0, rss or 0)
         return round(peak / 1024 / 1024, 1) if peak else None
 
     def oom_killed(self) -> bool:
-        return self.caps.oom_killed()
+        return self.caps is not None and self.caps.oom_killed()
 
     def logs(self, lines: int = 15) -> str:
         self.log.seek(0)
@@ -89,7 +111,8 @@ class ProcessInstance:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.caps.close()
+        if self.caps is not None:
+            self.caps.close()
 
 
 class ContainerInstance:

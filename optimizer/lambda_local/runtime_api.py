@@ -45,6 +45,44 @@ class _Pending:
     started: float = 0.0  # when a runtime took it
 
 
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # headers and body go out as separate writes; with Nagle on, the client's delayed ACK
+    # would add ~40 ms to every invocation
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def reply(self, code: int, body: bytes = b"{}", headers: dict | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.server.api.get(self)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.reply(*self.server.api.post(self.path, body))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: RuntimeAPI) -> None:
+        super().__init__(address, _Handler)
+        self.api = api
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a runtime killed mid-request (timeouts, OOM) is expected here
+
+
 class RuntimeAPI:
     """Start, `invoke` events, `close`. Init errors and polls are visible to the caller."""
 
@@ -62,91 +100,62 @@ class RuntimeAPI:
         self.restore = threading.Event()
         self.restore_error: Any = None
         self.restore_failed = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # headers and body go out as separate writes; with Nagle on, the client's
-            # delayed ACK would add ~40 ms to every invocation
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _reply(self, code: int, body: bytes = b"{}", headers: dict | None = None) -> None:
-                self.send_response(code)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def do_GET(self) -> None:
-                if self.path == f"{PREFIX}/restore/next":
-                    api.snapshot_ready = time.perf_counter()
-                    api.restore.wait()
-                    return self._reply(200)
-                if self.path != f"{PREFIX}/invocation/next":
-                    return self._reply(404)
-                with api._lock:
-                    api.waiting += 1
-                    api.first_poll = api.first_poll or time.perf_counter()
-                while True:  # skip events whose caller gave up before any runtime took them
-                    request_id = api._events.get()
-                    p = api._pending.get(request_id)
-                    if request_id == "" or (p is not None and not p.started):
-                        break
-                with api._lock:
-                    api.waiting -= 1
-                if p is None:  # closing
-                    return self._reply(410)
-                p.started = time.perf_counter()
-                try:
-                    self._reply(200, p.event, {
-                        "Lambda-Runtime-Aws-Request-Id": request_id,
-                        "Lambda-Runtime-Deadline-Ms": str(p.deadline_ms),
-                        "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
-                        "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-"
-                                                   f"{request_id[9:33]}",
-                    })
-                except OSError:  # a runtime killed while it waited: give the event back
-                    p.started = 0.0
-                    api._events.put(request_id)
-
-            def do_POST(self) -> None:
-                body = self._body()
-                parts = self.path.removeprefix(PREFIX).strip("/").split("/")
-                if parts == ["restore", "error"]:
-                    api.restore_error = _json(body)
-                    api.restore_failed.set()
-                    return self._reply(202)
-                if parts == ["init", "error"]:
-                    api.init_error = _json(body)
-                    api.init_failed.set()
-                    return self._reply(202)
-                if len(parts) == 3 and parts[0] == "invocation" and parts[2] in (
-                        "response", "error"):
-                    p = api._pending.get(parts[1])
-                    if p is None or p.done.is_set():
-                        return self._reply(400, b'{"errorType":"InvalidRequestID"}')
-                    status = "ok" if parts[2] == "response" else "error"
-                    p.outcome = Outcome(status, _json(body), time.perf_counter() - p.started)
-                    p.done.set()
-                    return self._reply(202)
-                return self._reply(404)
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # a runtime killed mid-request (timeouts, OOM) is expected here
-
-        self.server = Server((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), self)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def get(self, h: _Handler) -> None:
+        """/restore/next (answered once restored) and /invocation/next (the next event)."""
+        if h.path == f"{PREFIX}/restore/next":
+            self.snapshot_ready = time.perf_counter()
+            self.restore.wait()
+            return h.reply(200)
+        if h.path != f"{PREFIX}/invocation/next":
+            return h.reply(404)
+        with self._lock:
+            self.waiting += 1
+            self.first_poll = self.first_poll or time.perf_counter()
+        while True:  # skip events whose caller gave up before any runtime took them
+            request_id = self._events.get()
+            p = self._pending.get(request_id)
+            if request_id == "" or (p is not None and not p.started):
+                break
+        with self._lock:
+            self.waiting -= 1
+        if p is None:  # closing
+            return h.reply(410)
+        p.started = time.perf_counter()
+        try:
+            h.reply(200, p.event, {
+                "Lambda-Runtime-Aws-Request-Id": request_id,
+                "Lambda-Runtime-Deadline-Ms": str(p.deadline_ms),
+                "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
+                "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-{request_id[9:33]}",
+            })
+        except OSError:  # a runtime killed while it waited: give the event back
+            p.started = 0.0
+            self._events.put(request_id)
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """Init and restore errors, and an invocation's response or error."""
+        parts = path.removeprefix(PREFIX).strip("/").split("/")
+        if parts == ["restore", "error"]:
+            self.restore_error = _json(body)
+            self.restore_failed.set()
+            return 202, b"{}"
+        if parts == ["init", "error"]:
+            self.init_error = _json(body)
+            self.init_failed.set()
+            return 202, b"{}"
+        if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
+            p = self._pending.get(parts[1])
+            if p is None or p.done.is_set():
+                return 400, b'{"errorType":"InvalidRequestID"}'
+            status = "ok" if parts[2] == "response" else "error"
+            p.outcome = Outcome(status, _json(body), time.perf_counter() - p.started)
+            p.done.set()
+            return 202, b"{}"
+        return 404, b"{}"
 
     @property
     def address(self) -> str:

@@ -9,9 +9,9 @@ drop is a gate of its own.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from optimizer.artifact import Agreement, ClassDrop, PerClass
 
 EPS = 1e-7
 
@@ -26,17 +26,17 @@ def distributions(scores: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def compare(source: np.ndarray, other: np.ndarray) -> dict[str, float]:
+def compare(source: np.ndarray, other: np.ndarray) -> Agreement:
     """Top-1 agreement (%), mean KL(source || other) in nats, and max |delta p|."""
     p, q = distributions(source), distributions(other)
     kl = np.sum(p * (np.log(np.clip(p, EPS, None)) - np.log(np.clip(q, EPS, None))), axis=1)
-    return {"agreement": round(100.0 * float(np.mean(p.argmax(1) == q.argmax(1))), 3),
-            "mean_kl": round(float(np.mean(kl)), 6),
-            "max_prob_diff": round(float(np.max(np.abs(p - q))), 6)}
+    return Agreement(agreement=round(100.0 * float(np.mean(p.argmax(1) == q.argmax(1))), 3),
+                     mean_kl=round(float(np.mean(kl)), 6),
+                     max_prob_diff=round(float(np.max(np.abs(p - q))), 6))
 
 
 def per_class(classes: list[str], top1: np.ndarray, labels: np.ndarray | None,
-              source_top1: np.ndarray) -> dict[str, Any]:
+              source_top1: np.ndarray) -> PerClass:
     """Accuracy per true class, or (no labels) agreement per class the source answered."""
     basis = source_top1 if labels is None else labels
     n, score = [], []
@@ -44,19 +44,19 @@ def per_class(classes: list[str], top1: np.ndarray, labels: np.ndarray | None,
         mine = basis == c
         n.append(int(mine.sum()))
         score.append(round(100.0 * float(np.mean(top1[mine] == c)), 3) if mine.any() else None)
-    return {"basis": "agreement with the source's answers" if labels is None else "accuracy",
-            "n": n, "score": score}
+    return PerClass("agreement with the source's answers" if labels is None else "accuracy",
+                    tuple(n), tuple(score))
 
 
-def class_drop(classes: list[str], mine: dict[str, Any], source: dict[str, Any]) -> dict:
+def class_drop(classes: list[str], mine: PerClass, source: PerClass) -> ClassDrop:
     """The largest per-class drop in points against the source (or from full agreement)."""
     drops = []
-    for c, (s, ref) in enumerate(zip(mine["score"], source["score"], strict=True)):
+    for c, (s, ref) in enumerate(zip(mine.score, source.score, strict=True)):
         if s is None:
             continue
-        base = 100.0 if mine["basis"].startswith("agreement") else (ref or 0.0)
+        base = 100.0 if mine.by_agreement else (ref or 0.0)
         drops.append((round(base - s, 3), c))
     if not drops:
-        return {"max_class_drop": 0.0, "worst_class": None}
+        return ClassDrop(0.0, None)
     drop, c = max(drops, key=lambda d: (d[0], -d[1]))
-    return {"max_class_drop": drop, "worst_class": classes[c] if drop > 0 else None}
+    return ClassDrop(drop, classes[c] if drop > 0 else None)

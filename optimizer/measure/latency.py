@@ -14,16 +14,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from optimizer import hostinfo, targets
 from optimizer.emulation.qemu import Emulator, check_signal
 from optimizer.errors import OptimizerError
+from optimizer.measure import latency_worker
 from optimizer.model import ModelRef
 
 RUNS_PER_ROUND = 10
-WORKER = "optimizer.validate.latency_worker"
+WORKER = latency_worker.__name__  # run as its own process: imported here for cache keys
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds the optimizer package
 
 
@@ -35,7 +37,7 @@ def isa_env(target_isa: str) -> dict[str, str]:
 def cap_note(runtime: str, target: str, host: dict | None = None) -> dict[str, str | bool]:
     """Whether this runtime's timing was held to the target's ISA, and how, on `host` (the
     cpu() of the machine that timed it; this one by default)."""
-    r = targets.INFERENCE_RUNTIMES[runtime]
+    r = targets.ENGINES[runtime]
     vs = hostinfo.versus_target(target, host)
     extras = vs["host_extra_flags"]
     if r.isa_cap == "ONEDNN_MAX_CPU_ISA":
@@ -75,7 +77,7 @@ def measure(models: dict[str, ModelRef], sample: np.ndarray | dict[str, np.ndarr
             inputs[name] = str(saved[id(arr)])
         args = json.dumps({
             "models": {n: {"kind": m.kind, "path": str(m.path),
-                           "runtime": runtimes.get(n) or targets.default_runtime(m.kind),
+                           "runtime": runtimes.get(n) or targets.default_engine(m.kind),
                            "signature": m.info.get("signature", "serving_default"),
                            "input": inputs[n]}
                        for n, m in models.items()},
@@ -113,3 +115,19 @@ def measured_here(models: dict[str, ModelRef], sample: dict[str, np.ndarray], th
     return {"models": measure(models, sample, threads, warmup, runs, target_isa,
                               runtimes=runtimes),
             "cpu": hostinfo.cpu()}
+
+
+def latency_timed_on(target: str, where: str, cpu: dict[str, Any]) -> dict[str, Any]:
+    """Where the target's latency was measured and how that CPU differs from the target's."""
+    vs = hostinfo.versus_target(target, cpu)
+    extra, missing = vs["host_extra_flags"], vs["target_flags_missing_on_host"]
+    if not vs["same_arch"]:
+        summary = f"{cpu['arch']}, not the target's architecture"
+    elif extra:
+        summary = ("has " + ", ".join(extra) + f" beyond {target}'s {vs['target_isa']}: int8 "
+                   "and fp16 timings may be faster than on the target")
+    else:
+        summary = f"no extensions beyond {target}'s {vs['target_isa']}: native timing"
+    return {"target": target, "where": where, "cpu": cpu["model"], "arch": cpu["arch"],
+            "flags": cpu["flags"], "extra_flags": extra, "missing_flags": missing,
+            "native": vs["same_arch"] and not extra, "summary": summary}

@@ -14,6 +14,11 @@ HANDLER_NAME = "handler.app.lambda_handler"
 MODEL_FILES = {"onnx": "model.onnx", "keras": "model.keras", "tflite": "model.tflite"}
 
 
+def handler_bytes() -> int:
+    """What the handler adds to every package."""
+    return sum(f.stat().st_size for f in HANDLER_SRC.glob("*.py"))
+
+
 def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
              max_images: int, output: str, runtime: str = targets.DEFAULT_RUNTIME,
              arch: str = "x86_64", engine: str | None = None) -> dict:
@@ -21,8 +26,8 @@ def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
     runtime (default: the one for the model's kind)."""
     if model.kind not in MODEL_FILES:
         raise ValueError(f"a {model.kind} model cannot be packaged; export it first")
-    engine = engine or targets.default_runtime(model.kind)
-    if model.kind not in targets.INFERENCE_RUNTIMES[engine].formats:
+    engine = engine or targets.default_engine(model.kind)
+    if model.kind not in targets.ENGINES[engine].formats:
         raise ValueError(f"{engine} cannot run a {model.kind} model")
     (dest / "handler").mkdir(parents=True)
     for src in sorted(HANDLER_SRC.glob("*.py")):
@@ -33,7 +38,7 @@ def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
         "name": name,
         "digest": model.digest,
         "model": MODEL_FILES[model.kind],
-        "runtime": engine,
+        "engine": engine,
         "preprocess": model.preprocess.model_dump(mode="json"),
         "labels": model.classes,
         "output": output,

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from optimizer import docker_client, targets
 from optimizer.docker_client import has_image
 from optimizer.errors import BadInput, PackageFailed, PackageTooLarge
-from optimizer.lambda_local.container import invoke_image
+from optimizer.lambda_local.instances import ContainerInstance
+from optimizer.lambda_local.run import run_events
 from optimizer.model import sha256_file, sha256_tree, size_bytes
 from optimizer.package import oci, sizes, template
 from optimizer.package.baseimage import save
+from optimizer.package.dependencies import Dependencies
 from optimizer.package.function import HANDLER_NAME
-
-if TYPE_CHECKING:
-    from optimizer.package.build import Packager, Packages, Sample
-    from optimizer.recipe.schema import ImageConfig, Recipe
+from optimizer.package.proof import Sample, check_proof, proof_events
+from optimizer.recipe.schema import ImageConfig, Recipe
 
 DEFAULT_BASE = {
     "lambda": "public.ecr.aws/lambda/python:{python}",
@@ -101,77 +101,90 @@ def _limits(part: sizes.Part, ref: str) -> list[dict]:
     return [r.__dict__ for r in rows]
 
 
-def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
-          samples: list[Sample], work: Path, out: Packages) -> None:
-    from optimizer.package.build import check_proof, proof_events
+def _prove(ref: str, samples: list[Sample], max_images: int, memory_mb: int) -> dict:
+    """The image started as Lambda would start it, at the target's memory and CPU share, sent
+    each proof request in turn."""
+    timeout = 120.0
+    instance = ContainerInstance(ref, memory_mb, targets.vcpus(memory_mb), timeout)
+    run = run_events(instance, proof_events(samples, max_images), memory_mb, timeout,
+                     f"image {ref}")
+    return {**check_proof(run["responses"], samples, max_images, f"image {ref}"),
+            "first_response_s": run["first_response_s"], "init_ms": run["init_ms"]}
 
-    recipe = packager.recipe
+
+def _engine_build(client, ctx: Path, ref: str, base: str, recipe: str) -> object:
+    from docker.errors import BuildError
+
+    try:
+        img, _ = client.images.build(path=str(ctx), dockerfile="Dockerfile", tag=ref,
+                                     buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True,
+                                     pull=False, labels={"optimizer.recipe": recipe})
+    except BuildError as exc:
+        lines = [ln for c in exc.build_log
+                 for ln in str(c.get("stream", c.get("error", ""))).splitlines() if ln.strip()]
+        raise PackageFailed(f"docker build of {ref} failed: {exc.msg}\n"
+                            + "\n".join(lines[-12:])) from None
+    return img
+
+
+def _tarball(cfg: ImageConfig, client, base: str, dockerfile: Path, ctx: Path, arch: str,
+             ref: str, work: Path) -> tuple[Path, dict, object]:
+    """The daemonless image tarball: (file, what the writer reports, the engine client if
+    one was needed for the base)."""
+    base_tar = cfg.base_tarball
+    if base_tar is None:
+        client = client or docker_client.client()
+        if not has_image(client, base):
+            raise PackageFailed(f"the daemonless writer needs the base {base} as a tarball "
+                                "(package.image.base_tarball), and no engine holds it")
+        base_tar = save(base, work / "base.tar")
+    tpl = template.parse(dockerfile, {"BASE_IMAGE": base})
+    dest = work / "image.tar"
+    return dest, oci.write(Path(base_tar), tpl, ctx, arch, ref, dest), client
+
+
+def build(recipe: Recipe, cfg: ImageConfig, deps: Dependencies, ran: Callable[[str], None],
+          function_dir: Path, kind: str, samples: list[Sample], work: Path,
+          files: list[Path]) -> list[dict]:
+    """The image records (engine image, tarball), each proved; files to publish are added
+    to `files`."""
     t = recipe.target
     runtime = targets.RUNTIMES[t.runtime]
     arch = targets.TARGETS[t.name].arch
     python, glibc = cfg.python or runtime.python, cfg.glibc or runtime.glibc
-    deps = packager.dependencies(kind, python, arch, glibc, EXTRA_REQUIREMENTS[cfg.template])
+    dep = deps.resolve(kind, python, arch, glibc, EXTRA_REQUIREMENTS[cfg.template])
     dockerfile = template.template_path(cfg.template)
     base = base_of(cfg, t.runtime)
-    ctx = _context(work / "image-context", deps / "deps", function_dir, dockerfile)
+    ctx = _context(work / "image-context", dep / "deps", function_dir, dockerfile)
     version = hashlib.sha256((sha256_tree(ctx) + base).encode()).hexdigest()[:12]
     repo = cfg.tag or f"optimizer/{recipe.name}"
-    events = proof_events(samples, recipe.package.max_images)
-    cpus = targets.vcpus(t.memory_mb)
-
-    def prove(ref: str) -> dict:
-        run = invoke_image(ref, events, t.memory_mb, cpus)
-        return {**check_proof(run["responses"], samples, recipe.package.max_images,
-                              f"image {ref}"),
-                "first_response_s": run["first_response_s"], "init_ms": run["init_ms"]}
-
+    max_images = recipe.package.max_images
     common = {"template": cfg.template, "base": base, "python": python, "glibc": glibc,
               "architecture": arch, "handler": HANDLER_NAME,
               "dependencies_bytes": size_bytes(ctx / "deps")}
-    client = None
+    records, client = [], None
     if cfg.engine:
         client = docker_client.client()
         _check_base(client, base, python, glibc, arch)
         ref = f"{repo}:{version}"
-        packager.ran(f"image {ref} (Docker Engine, {cfg.template})")
-        from docker.errors import BuildError
-
-        try:
-            img, _ = client.images.build(path=str(ctx), dockerfile="Dockerfile", tag=ref,
-                                         buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True,
-                                         pull=False, labels={"optimizer.recipe": recipe.name})
-        except BuildError as exc:
-            lines = [ln for c in exc.build_log
-                     for ln in str(c.get("stream", c.get("error", ""))).splitlines()
-                     if ln.strip()]
-            raise PackageFailed(f"docker build of {ref} failed: {exc.msg}\n"
-                                + "\n".join(lines[-12:])) from None
+        ran(f"image {ref} (Docker Engine, {cfg.template})")
+        img = _engine_build(client, ctx, ref, base, recipe.name)
         part = sizes.inspect_engine_image(ref)
-        limits = _limits(part, ref)
-        out.records.append({
+        records.append({
             "kind": "image", "ref": ref, "id": img.id, **common,
             "uncompressed_bytes": part.unzipped, "layers": part.layers,
-            "config_bytes": part.config_bytes, "limits": limits,
-            "proof": prove(ref),
+            "config_bytes": part.config_bytes, "limits": _limits(part, ref),
+            "proof": _prove(ref, samples, max_images, t.memory_mb),
         })
     if cfg.tarball:
-        base_tar = cfg.base_tarball
-        if base_tar is None:
-            client = client or docker_client.client()
-            if not has_image(client, base):
-                raise PackageFailed(f"the daemonless writer needs the base {base} as a tarball "
-                                    "(package.image.base_tarball), and no engine holds it")
-            base_tar = save(base, work / "base.tar")
-        tpl = template.parse(dockerfile, {"BASE_IMAGE": base})
-        dest = work / "image.tar"
         ref = f"{repo}:tarball-{version}"
-        packager.ran(f"image tarball {dest.name} (daemonless)")
-        written = oci.write(Path(base_tar), tpl, ctx, arch, ref, dest)
+        ran("image tarball image.tar (daemonless)")
+        dest, written, client = _tarball(cfg, client, base, dockerfile, ctx, arch, ref, work)
         part = sizes.inspect_image_tarball(dest)
-        limits = _limits(part, dest.name)
         record = {"kind": "image-tarball", "file": "image.tar", "ref": ref, **common,
                   "sha256": sha256_file(dest), "tarball_bytes": dest.stat().st_size,
-                  "uncompressed_bytes": part.unzipped, **written, "limits": limits}
+                  "uncompressed_bytes": part.unzipped, **written,
+                  "limits": _limits(part, dest.name)}
         if client is None:
             try:
                 client = docker_client.client()
@@ -181,6 +194,8 @@ def build(packager: Packager, cfg: ImageConfig, function_dir: Path, kind: str,
         if client is not None:
             with dest.open("rb") as f:
                 client.images.load(f)
-            record["proof"] = {**prove(ref), "loaded_with": "docker load"}
-        out.records.append(record)
-        out.files.append(dest)
+            record["proof"] = {**_prove(ref, samples, max_images, t.memory_mb),
+                               "loaded_with": "docker load"}
+        records.append(record)
+        files.append(dest)
+    return records

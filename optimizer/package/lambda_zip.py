@@ -1,20 +1,28 @@
-"""Function zip plus dependency layer zips, checked against the limits and proved to run."""
+"""Function zip plus dependency layer zips, checked against the limits and proved to run:
+natively at the target's memory size, and as the target's CPU under qemu."""
 
 from __future__ import annotations
 
-import base64
-import json
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimizer.archive import extract_zip, files_under, write_zip
-from optimizer.emulation.qemu import Emulator
+from optimizer import targets
+from optimizer.archive import files_under, write_zip
+from optimizer.emulation import interpreters, qemu
+from optimizer.emulation.qemu import Emulator, check_signal
+from optimizer.errors import PackageFailed, PackageTooLarge
+from optimizer.lambda_local.deployable import open_zip
+from optimizer.lambda_local.run import run_events
 from optimizer.model import sha256_file
+from optimizer.package import bytecode, sizes
 from optimizer.package import layers as layer_split
-from optimizer.package import sizes, smoke
+from optimizer.package.proof import EMULATED_SAMPLES, Sample, check_proof, proof_events
 
 FUNCTION_ZIP = "function.zip"
+LIMITS_INIT_S = targets.LIMITS.init_timeout_s
 
 
 @dataclass
@@ -67,26 +75,99 @@ def describe(zips: list[Path]) -> tuple[list[dict], list[sizes.Limit]]:
 
 def prove(zips: list[Path], plan: ZipPlan, events: list, emulate: Emulator | None = None,
           target: str | None = None) -> dict:
-    """Unpack as Lambda does (/var/task and /opt) and invoke the handler."""
+    """Unpack as Lambda does (/var/task, layers into /opt) and send `events` through the
+    runtime client, as `optimizer invoke` would, at the plan's memory size; any module
+    loaded from outside the package fails it. Under `emulate` nothing is capped and the
+    limits are qemu's (15-90x slower)."""
+    where = f"Python {plan.python}" + (f" under {emulate.describe()}" if emulate else "")
+    timeout = 900.0 if emulate else 300.0
     with tempfile.TemporaryDirectory(prefix="optimizer-unzip-") as tmp:
-        task = Path(tmp) / "task"
-        extract_zip(zips[0], task)
-        opts = []
-        for i, layer in enumerate(zips[1:]):
-            opt = Path(tmp) / f"opt{i}"
-            extract_zip(layer, opt)
-            opts.append(opt)
-        return smoke.run(plan.python, task, opts, events, plan.memory_mb,
-                         timeout_s=900 if emulate else 300, emulate=emulate, target=target)
+        dep = open_zip(zips[0], Path(tmp), None, None, emulate=emulate, check_imports=True)
+        instance = dep.make(plan.memory_mb, targets.vcpus(plan.memory_mb), timeout)
+        try:
+            return run_events(instance, events, plan.memory_mb, timeout,
+                              f"the packaged handler ({where})",
+                              init_limit_s=timeout if emulate else LIMITS_INIT_S)
+        except PackageFailed:
+            if emulate and target and instance.proc is not None:
+                check_signal(instance.proc.returncode, target,
+                             f"the packaged handler ({where})")
+            raise
 
 
-def sample_event(pngs: list[bytes]) -> dict:
-    """A Function URL request: one image as a binary body, several as a JSON body."""
-    event = {"version": "2.0", "rawPath": "/",
-             "requestContext": {"http": {"method": "POST", "path": "/"}}}
-    if len(pngs) == 1:
-        return {**event, "isBase64Encoded": True, "headers": {"content-type": "image/png"},
-                "body": base64.b64encode(pngs[0]).decode()}
-    body = json.dumps({"images": [base64.b64encode(p).decode() for p in pngs]})
-    return {**event, "isBase64Encoded": False,
-            "headers": {"content-type": "application/json"}, "body": body}
+def _write_all(function_dir: Path, deps: Path, plan: ZipPlan,
+               out: Path) -> tuple[list[Path], dict]:
+    """The zips, with bytecode for what a cold start imports compiled by the runtime's
+    Python (see bytecode.py); without that Python, without."""
+    python = interpreters.find_python(plan.python)
+    if python is None:
+        return (write(function_dir, deps, plan, out),
+                {"skipped": f"no Python {plan.python} here to compile bytecode with"})
+    fn_stage, deps_stage = out / ".stage-function", out / ".stage-deps"
+    bytecode.stage(function_dir, fn_stage)
+    bytecode.stage(deps, deps_stage)
+    try:
+        pyc = bytecode.compile_tree(
+            python, plan.python, {fn_stage: "/var/task",
+                                  deps_stage: "/opt/python" if plan.layers else "/var/task"},
+            native=interpreters.can_run(plan.arch))
+        return write(fn_stage, deps_stage, plan, out), pyc
+    finally:
+        shutil.rmtree(fn_stage, ignore_errors=True)
+        shutil.rmtree(deps_stage, ignore_errors=True)
+
+
+def _check_limits(limits: list[sizes.Limit], plan: ZipPlan) -> None:
+    over = [lim for lim in limits if not lim.ok]
+    if over:
+        hint = (" (spread the dependencies over more layers with package.zip.layers)"
+                if plan.layers < targets.LIMITS.max_layers
+                and any(lim.what.endswith(" zipped") for lim in over) else "")
+        raise PackageTooLarge("; ".join(
+            f"{lim.what}: {sizes.mib(lim.size)} ({lim.size:,} B) over the "
+            f"{sizes.mib(lim.limit)} limit" for lim in over) + hint)
+
+
+def _prove_isa(zips: list[Path], plan: ZipPlan, samples: list[Sample], max_images: int,
+               target: str, log: Callable[[str], None]) -> tuple[dict, dict | None]:
+    """The same proof with the CPU the target promises, not the one this host has:
+    (what to record under proof.isa, the full checked proof with its Python, or None)."""
+    try:
+        emu = qemu.emulator(target, plan.python, log=log)
+    except PackageFailed as exc:  # no debootstrap or no mirror: say so, do not fail
+        return {"skipped": str(exc)}, None
+    if emu is None:
+        return {"skipped": qemu.why_not(target, plan.python)}, None
+    log(f"prove  zip under {emu.describe()} (the {target} target's ISA)")
+    samples = samples[:EMULATED_SAMPLES]
+    result = prove(zips, plan, proof_events(samples, max_images), emulate=emu, target=target)
+    checked = check_proof(result["responses"], samples, max_images,
+                          f"zip under {emu.describe()}")
+    return ({"emulator": emu.describe(), "label": checked["label"],
+             "score": checked["score"], "seconds": result["seconds"]},
+            {**checked, "python": result["python"]})
+
+
+def make_and_prove(plan: ZipPlan, function_dir: Path, deps: Path, samples: list[Sample],
+                   max_images: int, target: str, out: Path,
+                   log: Callable[[str], None]) -> dict:
+    """Zips written to `out`, checked against the limits and proved: the cache entry's
+    result (records, limits, proof, bytecode)."""
+    zips, pyc = _write_all(function_dir, deps, plan, out)
+    records, limits = describe(zips)
+    _check_limits(limits, plan)
+    if native := interpreters.can_run(plan.arch):
+        result = prove(zips, plan, proof_events(samples, max_images))
+        proof = {**check_proof(result["responses"], samples, max_images, "zip"),
+                 "python": result["python"], "init_ms": round(result["init_ms"], 1),
+                 "init_breakdown": result["init_breakdown"], "caps": result["caps"]}
+    emulated, checked = _prove_isa(zips, plan, samples, max_images, target, log)
+    if native:
+        proof["isa"] = emulated
+    elif checked:  # a foreign CPU: the emulated run is the proof
+        proof = {**checked, "isa": emulated}
+    else:
+        proof = {"skipped": f"the package is for {plan.arch} and this machine cannot run it "
+                            f"natively; {emulated['skipped']}"}
+    return {"records": records, "limits": [lim.__dict__ for lim in limits], "proof": proof,
+            "proved": native or checked is not None, "bytecode": pyc}

@@ -66,6 +66,74 @@ def _history(created_by: str, created: str) -> dict:
     return {"created": created, "created_by": created_by, "comment": "optimizer"}
 
 
+def _copies(tpl: Template, context: Path, folder: Path, created: str) -> tuple[list[Blob],
+                                                                              list[dict]]:
+    """One uncompressed layer per COPY of the template, and its history entry."""
+    layers, history = [], []
+    for i, (src, target) in enumerate(tpl.copies):
+        prefix = target.strip("/")
+        entries = [(f"{prefix}/{name}", p) for name, p in files_under(context / src)]
+        path = folder / f"layer{i}.tar"
+        tar_layer(path, entries)
+        layers.append(Blob(sha256_file(path), path.stat().st_size, LAYER_TAR, path=path))
+        history.append(_history(f"COPY {src}/ {target}", created))
+    return layers, history
+
+
+def _config(base: dict, tpl: Template, layers: list[Blob], history: list[dict],
+            created: str) -> bytes:
+    """The image config: the base's, with the template's env, workdir and entry point,
+    and the new layers' diff_ids."""
+    inner = dict(base.get("config") or {})
+    env = {k: v for k, v in (e.split("=", 1) for e in inner.get("Env") or [])}
+    env.update(dict(tpl.env))
+    inner["Env"] = [f"{k}={v}" for k, v in env.items()]
+    if tpl.workdir:
+        inner["WorkingDir"] = tpl.workdir
+    if tpl.entrypoint is not None:
+        inner["Entrypoint"], inner["Cmd"] = tpl.entrypoint, None
+    if tpl.cmd is not None:
+        inner["Cmd"] = tpl.cmd
+    config = {
+        "architecture": base["architecture"], "os": base.get("os", "linux"),
+        "created": created, "config": inner,
+        "rootfs": {"type": "layers", "diff_ids": [
+            *base["rootfs"]["diff_ids"], *(f"sha256:{b.digest}" for b in layers)]},
+        "history": [*base.get("history", []), *history],
+    }
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _indexes(config_bytes: bytes, layers: list[Blob], tag: str) -> tuple[dict[str, bytes],
+                                                                          str]:
+    """The small files of an image tarball that is both an OCI layout and a `docker load`
+    archive (the manifest, the index, manifest.json, the config blob), and the manifest's
+    digest."""
+    manifest = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": _d(config_bytes),
+                   "size": len(config_bytes)},
+        "layers": [{"mediaType": b.media_type, "digest": f"sha256:{b.digest}",
+                    "size": b.size} for b in layers],
+    }
+    manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": OCI_MANIFEST, "digest": _d(manifest_bytes),
+                            "size": len(manifest_bytes),
+                            "annotations": {"io.containerd.image.name": tag,
+                                            "org.opencontainers.image.ref.name":
+                                                tag.rsplit(":", 1)[-1]}}]}
+    docker = [{"Config": f"blobs/sha256/{_d(config_bytes)[7:]}", "RepoTags": [tag],
+               "Layers": [f"blobs/sha256/{b.digest}" for b in layers]}]
+    return {
+        "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+        "index.json": json.dumps(index, sort_keys=True).encode(),
+        "manifest.json": json.dumps(docker, sort_keys=True).encode(),
+        f"blobs/sha256/{_d(config_bytes)[7:]}": config_bytes,
+        f"blobs/sha256/{_d(manifest_bytes)[7:]}": manifest_bytes,
+    }, _d(manifest_bytes)
+
+
 def write(base_tar: Path, tpl: Template, context: Path, arch: str, tag: str,
           dest: Path) -> dict:
     """Writes dest (atomically); returns digests and sizes."""
@@ -75,62 +143,15 @@ def write(base_tar: Path, tpl: Template, context: Path, arch: str, tag: str,
                        f"is {arch} ({GO_ARCH[arch]})")
     created = datetime.fromtimestamp(tar_mtime(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.TemporaryDirectory(prefix="optimizer-oci-", dir=dest.parent) as tmp:
-        layers: list[Blob] = []
-        history = list(config.get("history", []))
-        for i, (src, target) in enumerate(tpl.copies):
-            prefix = target.strip("/")
-            entries = [(f"{prefix}/{name}", p) for name, p in files_under(context / src)]
-            path = Path(tmp) / f"layer{i}.tar"
-            tar_layer(path, entries)
-            layers.append(Blob(sha256_file(path), path.stat().st_size, LAYER_TAR, path=path))
-            history.append(_history(f"COPY {src}/ {target}", created))
-        inner = dict(config.get("config") or {})
-        env = {k: v for k, v in (e.split("=", 1) for e in inner.get("Env") or [])}
-        env.update(dict(tpl.env))
-        inner["Env"] = [f"{k}={v}" for k, v in env.items()]
-        if tpl.workdir:
-            inner["WorkingDir"] = tpl.workdir
-        if tpl.entrypoint is not None:
-            inner["Entrypoint"], inner["Cmd"] = tpl.entrypoint, None
-        if tpl.cmd is not None:
-            inner["Cmd"] = tpl.cmd
-        new_config = {
-            "architecture": config["architecture"], "os": config.get("os", "linux"),
-            "created": created, "config": inner,
-            "rootfs": {"type": "layers", "diff_ids": [
-                *config["rootfs"]["diff_ids"], *(f"sha256:{b.digest}" for b in layers)]},
-            "history": history,
-        }
-        config_bytes = json.dumps(new_config, sort_keys=True, separators=(",", ":")).encode()
+        layers, history = _copies(tpl, context, Path(tmp), created)
+        config_bytes = _config(config, tpl, layers, history, created)
         all_layers = base_layers + layers
-        manifest = {
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _d(config_bytes),
-                       "size": len(config_bytes)},
-            "layers": [{"mediaType": b.media_type, "digest": f"sha256:{b.digest}",
-                        "size": b.size} for b in all_layers],
-        }
-        manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                 "manifests": [{"mediaType": OCI_MANIFEST, "digest": _d(manifest_bytes),
-                                "size": len(manifest_bytes),
-                                "annotations": {"io.containerd.image.name": tag,
-                                                "org.opencontainers.image.ref.name":
-                                                    tag.rsplit(":", 1)[-1]}}]}
-        docker = [{"Config": f"blobs/sha256/{_d(config_bytes)[7:]}", "RepoTags": [tag],
-                   "Layers": [f"blobs/sha256/{b.digest}" for b in all_layers]}]
-        small = {
-            "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
-            "index.json": json.dumps(index, sort_keys=True).encode(),
-            "manifest.json": json.dumps(docker, sort_keys=True).encode(),
-            f"blobs/sha256/{_d(config_bytes)[7:]}": config_bytes,
-            f"blobs/sha256/{_d(manifest_bytes)[7:]}": manifest_bytes,
-        }
+        small, manifest_digest = _indexes(config_bytes, all_layers, tag)
         part = Path(tmp) / "image.tar"
         _write_tar(part, small, all_layers, base_tar)
         os.replace(part, dest)
     return {
-        "config_digest": _d(config_bytes), "manifest_digest": _d(manifest_bytes),
+        "config_digest": _d(config_bytes), "manifest_digest": manifest_digest,
         "config_bytes": len(config_bytes),
         "uncompressed_bytes": sum(b.size for b in all_layers if b.media_type == LAYER_TAR),
         "layers": [{"digest": f"sha256:{b.digest}", "size": b.size,

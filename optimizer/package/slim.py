@@ -7,7 +7,7 @@ from pathlib import Path
 
 from optimizer.model import size_bytes
 from optimizer.package.elfcheck import is_elf, needed, soname
-from optimizer.package.slim_rules import RULES, RUNTIME_RULES
+from optimizer.package.slim_rules import ENGINE_RULES, RULES
 
 
 def _under(p: Path, paths: set[Path] | dict[Path, str]) -> bool:
@@ -61,13 +61,13 @@ def orphans(root: Path) -> list[Path]:
     return sorted(vendored - reached)
 
 
-def slim(root: Path, runtime: str | None = None) -> dict:
-    """Apply RULES (and the runtime's RUNTIME_RULES) under root; returns bytes before/after
+def slim(root: Path, engine: str | None = None) -> dict:
+    """Apply RULES (and the engine's ENGINE_RULES) under root; returns bytes before/after
     and what each rule removed."""
     before = size_bytes(root)
     dists_before = _by_distribution(root)
     matches: dict[Path, str] = {}
-    for pattern, reason in (*RULES, *RUNTIME_RULES.get(runtime or "", ())):
+    for pattern, reason in (*RULES, *ENGINE_RULES.get(engine or "", ())):
         for p in sorted(root.glob(pattern)):
             if not any(parent in matches for parent in p.parents):
                 matches.setdefault(p, f"{pattern}: {reason}")

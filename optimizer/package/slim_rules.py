@@ -47,7 +47,7 @@ RULES: tuple[tuple[str, str], ...] = (
 )
 
 # Per inference runtime: what its wheels carry that the packaged handler never loads.
-RUNTIME_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+ENGINE_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "litert": (
         ("ai_edge_litert/libLiteRtWebGpuAccelerator.so", "GPU accelerator; Lambda has no GPU"),
         ("ai_edge_litert/libLiteRt.so", "the CompiledModel API's runtime; the Interpreter "

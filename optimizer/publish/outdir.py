@@ -13,34 +13,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from optimizer.artifact import Artifact
 from optimizer.cache import pid_alive
 from optimizer.errors import BadInput
 from optimizer.publish import manifest
-from optimizer.report import confusion_plot, pareto_plot
-from optimizer.report.markdown import render
-from optimizer.report.students import STUDENT_STEPS
-
-if TYPE_CHECKING:
-    from optimizer.pipeline import Artifact
-    from optimizer.recipe.schema import Recipe
 
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def artifact_file(art: Artifact) -> str:
-    suffix = {"onnx": ".onnx", "keras": ".keras", "savedmodel": "", "tflite": ".tflite"}[
-        art.model.kind]
-    return f"{art.name}{suffix}"
-
-
-def published(art: Artifact) -> bool:
-    """Copied into the output folder: what can ship, and the networks the tool trained (a
-    user's own Keras or SavedModel source stays where it is)."""
-    return art.candidate or art.step in ("architecture", *STUDENT_STEPS)
 
 
 def _copy_model(art: Artifact, dest: Path) -> None:
@@ -97,8 +79,11 @@ def recover(out: Path) -> None:
         sweep_staging(out)
 
 
-def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
+def publish(out: Path, artifacts: list[Artifact], report: dict, rendered: dict[str, str],
             package_files: list[Path] = ()) -> None:
+    """Models, .ort files, packages, the shipped model's contract, the report and what was
+    rendered from it (`rendered`: file name -> text), and last the manifest over all of
+    them, swapped in for the previous output at once."""
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
@@ -107,10 +92,10 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the output from other users
     try:
         for art in artifacts:
-            if published(art):
-                _copy_model(art, tmp / artifact_file(art))
+            if art.published:
+                _copy_model(art, tmp / art.file_name)
             for f in art.ort_files:  # int8.ort, int8.required_operators.config
-                shutil.copyfile(f, tmp / f"{Path(artifact_file(art)).stem}{_ort_suffix(f)}")
+                shutil.copyfile(f, tmp / f"{Path(art.file_name).stem}{_ort_suffix(f)}")
         if package_files:
             (tmp / "package").mkdir()
             for f in package_files:
@@ -119,12 +104,9 @@ def publish(out: Path, artifacts: list[Artifact], report: dict, recipe: Recipe,
         shipped = next((a for a in artifacts if a.name == report.get("ship")), artifacts[0])
         _write_json(tmp / "preprocess.json", shipped.model.preprocess.model_dump(mode="json"))
         _write_json(tmp / "labels.json", shipped.model.classes)
-        if (svg := pareto_plot.render(report)) is not None:
-            (tmp / "pareto.svg").write_text(svg)
-        if (svg := confusion_plot.render(report)) is not None:
-            (tmp / "confusion.svg").write_text(svg)
         _write_json(tmp / "report.json", report)
-        (tmp / "report.md").write_text(render(report))
+        for name, text in rendered.items():
+            (tmp / name).write_text(text)
         manifest.write(tmp, report)  # last: it covers every file above
         with open(out.parent / f".{out.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -292,19 +292,20 @@ class TargetConfig(Strict):
         return targets.threads_for(self.memory_mb)
 
 
-_RuntimeName = Annotated[str, _one_of(targets.INFERENCE_RUNTIMES, "inference runtime")]
+_EngineName = Annotated[str, _one_of(targets.ENGINES, "inference engine")]
 _TargetName = Annotated[str, _one_of(targets.TARGETS, "target")]
 
 
-class RuntimesConfig(Strict):
-    """Inference runtimes to compare, and the targets to compare them on.
+class EnginesConfig(Strict):
+    """Inference engines to compare (the recipe's `runtimes:`), and the targets to compare
+    them on.
 
-    Every artifact that passes the gates is tried with every listed runtime that runs its
+    Every artifact that passes the gates is tried with every listed engine that runs its
     format; the fastest that fits the package type ships on the recipe's own target.
     """
 
-    candidates: list[_RuntimeName] = Field(
-        default_factory=lambda: list(targets.INFERENCE_RUNTIMES), min_length=1)
+    candidates: list[_EngineName] = Field(
+        default_factory=lambda: list(targets.ENGINES), min_length=1)
     targets: list[_TargetName] = Field(
         default_factory=list, description="targets compared besides the recipe's own")
     emulated_runs: int = Field(default=20, ge=1, le=10_000,
@@ -448,7 +449,8 @@ class Recipe(Strict):
     steps: list[AnyStep] = Field(min_length=1)
     gates: Gates = Field(default_factory=Gates, alias="validate")
     package: PackageConfig = Field(default_factory=PackageConfig)
-    runtimes: RuntimesConfig | None = None
+    # inference engines; `runtimes:` in recipes since before the word was kept for Lambda's
+    engines: EnginesConfig | None = Field(default=None, alias="runtimes")
 
     def uses_tensorflow(self) -> bool:
         """Whether the build will load TensorFlow (a TF source, or a step that reads one)."""
@@ -458,7 +460,7 @@ class Recipe(Strict):
 
     def compared_targets(self) -> list[str]:
         """The recipe's own target first, then any others its runtimes section lists."""
-        extra = self.runtimes.targets if self.runtimes else []
+        extra = self.engines.targets if self.engines else []
         return list(dict.fromkeys([self.target.name, *extra]))
 
     @model_validator(mode="after")

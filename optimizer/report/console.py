@@ -114,7 +114,7 @@ def print_targets(console: Console | None = None) -> None:
     it = Table(title="Inference runtimes (recipe `runtimes.candidates`)")
     for col in ("name", "runs", "installs", "architectures", "ISA cap"):
         it.add_column(col)
-    for ir in t.INFERENCE_RUNTIMES.values():
+    for ir in t.ENGINES.values():
         it.add_row(ir.name, ", ".join(ir.formats), " ".join(ir.requirements),
                    ", ".join(ir.arches), ir.isa_cap)
     console.print(it)

@@ -3,8 +3,9 @@
 Lambda bills the INIT phase of zip functions too (since August 2025), so a cost from warm
 durations alone is low by the share of cold starts times their init. The assumed share is
 the recipe's `validate.cold_starts_per_1000`; the init comes from the best measurement the
-build has: the memory sweep at the target's size (CPU-capped), else the package proof
-(uncapped, scaled by the CPU share as the warm estimate is).
+build has: the memory sweep at the target's size (CPU-capped), else the package proof (run
+at the target's memory size, CPU-capped where a cgroup could be made; otherwise scaled by
+the CPU share as the warm estimate is).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ def _cold(r: dict[str, Any], warm_ms: float) -> tuple[float, str] | None:
             return (row["init_ms"] + row["cold_duration_ms"],
                     f"memory sweep at {t['memory_mb']} MB, CPU-capped")
     for p in r.get("packages", []):
-        init = (p.get("proof") or {}).get("init_ms")
-        if p.get("kind") == "zip" and init is not None:
+        proof = p.get("proof") or {}
+        if p.get("kind") == "zip" and (init := proof.get("init_ms")) is not None:
+            if str(proof.get("caps", "")).startswith("cgroup"):
+                return init + warm_ms, f"package proof at {t['memory_mb']} MB, CPU-capped"
             share = min(1.0, t["vcpus"]) or 1.0
             return (init / share + warm_ms,
                     "package proof, uncapped, scaled by the CPU share")

@@ -187,29 +187,16 @@ def _executor(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(r: dict[str, Any]) -> str:
-    t, h = r["target"], r["host"]
-    vs = h["versus_target"]
-    lines = [
-        f"# {r['recipe']['name']}",
-        "",
-        f"Built by optimizer {r['tool']['version']} on {r['started']} in {r['seconds']} s "
-        f"(cache: {r['cache']['misses']} ran, {r['cache']['hits']} reused from earlier "
-        f"builds, {r['cache'].get('shared', 0)} made earlier in this build and used again).",
-        "",
-        f"**Ship:** `{r['ship_file']}`" if r["ship"] else f"**Nothing to ship:** {r['failure']}",
-        "",
-        *_cost(r),
-        "## Artifacts",
-        "",
-        "| artifact | step | size | accuracy | "
-        + ("drop" if r["artifacts"][0]["validation"]["accuracy"] is not None else "mean KL")
-        + " | agreement | p50 ms | p95 ms | vs source | first load ms | est. $/1M warm | "
-        "gates |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    src_acc = r["artifacts"][0]["validation"]["accuracy"]
-    src_p50 = r["artifacts"][0]["validation"]["latency"]["p50_ms"]
+def _artifacts(r: dict[str, Any]) -> list[str]:
+    """The trade-off table: one row per artifact, the ship marked."""
+    src = r["artifacts"][0]["validation"]
+    src_acc, src_p50 = src["accuracy"], src["latency"]["p50_ms"]
+    lines = ["## Artifacts", "",
+             "| artifact | step | size | accuracy | "
+             + ("drop" if src_acc is not None else "mean KL")
+             + " | agreement | p50 ms | p95 ms | vs source | first load ms | est. $/1M warm | "
+             "gates |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for a in r["artifacts"]:
         v, lat = a["validation"], a["validation"]["latency"]
         gates = ", ".join(
@@ -224,49 +211,54 @@ def render(r: dict[str, Any]) -> str:
             f"| {lat['p95_ms']:.3f} | {lat['p50_ms'] / src_p50:.3f}x | {lat['load_ms']:.1f} "
             f"| {a['estimate']['cost_per_million_usd']:.4f} | {gates} |"
         )
-    lines += [
+    return lines
+
+
+def _method(r: dict[str, Any]) -> list[str]:
+    """What the numbers in the table are."""
+    t, src = r["target"], r["artifacts"][0]["validation"]
+    return [
         "",
         *(f"- {a['name']}: {g['gate']}: {g['why']}" for a in r["artifacts"] for g in a["gates"]
           if "why" in g),
         "",
-        (f"Accuracy is top-1 on {r['artifacts'][0]['validation']['samples']} test images; drop "
-         "is in points against the source; agreement is top-1 agreement with the source."
-         if src_acc is not None else
-         f"No labels: every artifact is judged by its answers on "
-         f"{r['artifacts'][0]['validation']['samples']} test images against the source's "
-         "(top-1 agreement, and the mean KL divergence of its probabilities from the source's)."),
-        f"Latency is batch 1 over {r['artifacts'][0]['validation']['latency']['runs']} runs "
-        f"after {r['artifacts'][0]['validation']['latency']['warmup']} warm-up runs, with "
-        f"{t['threads']} intra-op thread(s) for {t['memory_mb']} MB ({t['vcpus']} vCPU). "
-        "Estimated cost per 1M requests scales p50 by the CPU share; no CPU quota was applied. "
-        "First load is the model's first load in the timing process, runtime start-up "
-        "included; the ONNX Runtime format table below has the median of warm loads.",
-        *_classes(r),
-        *_students(r),
-        *(migration.markdown(r["migration"]) if r.get("migration") else []),
-        *_ort_format(r),
-        *(runtimes.markdown(r["runtimes"]) if r.get("runtimes") else []),
-        "",
-        "## Machine and target",
-        "",
+        (f"Accuracy is top-1 on {src['samples']} test images; drop is in points against the "
+         "source; agreement is top-1 agreement with the source."
+         if src["accuracy"] is not None else
+         f"No labels: every artifact is judged by its answers on {src['samples']} test images "
+         "against the source's (top-1 agreement, and the mean KL divergence of its "
+         "probabilities from the source's)."),
+        f"Latency is batch 1 over {src['latency']['runs']} runs after "
+        f"{src['latency']['warmup']} warm-up runs, with {t['threads']} intra-op thread(s) for "
+        f"{t['memory_mb']} MB ({t['vcpus']} vCPU). Estimated cost per 1M requests scales p50 "
+        "by the CPU share; no CPU quota was applied. First load is the model's first load in "
+        "the timing process, runtime start-up included; the ONNX Runtime format table below "
+        "has the median of warm loads.",
+    ]
+
+
+def _machine(r: dict[str, Any]) -> list[str]:
+    t, h = r["target"], r["host"]
+    lines = [
+        "", "## Machine and target", "",
         f"- CPU: {h['model']} ({h['arch']}), {h['usable_cores']} usable cores",
         f"- ISA flags: {' '.join(h['flags']) or 'none read'}",
         f"- Target: {t['name']} ({t['isa']}), runtime {t['runtime']}, {t['memory_mb']} MB",
         f"- Host extensions the target does not promise: "
-        f"{', '.join(vs['host_extra_flags']) or 'none'}",
-        *_timed_on(r),
-        *_executor(r),
-        "",
+        f"{', '.join(h['versus_target']['host_extra_flags']) or 'none'}",
+        *_timed_on(r), *_executor(r), "",
     ]
     caps: dict[str, list[str]] = {}
     for a in r["artifacts"]:
         caps.setdefault(a["validation"]["latency"].get("isa_cap", "-"), []).append(a["name"])
     if len(caps) == 1:
-        lines.append(f"- ISA cap: {next(iter(caps))}")
-    else:
-        lines += ["", "| ISA cap | artifacts |", "|---|---|"]
-        lines += [f"| {cap} | {', '.join(names)} |" for cap, names in caps.items()]
-    lines += ["", "## Steps", ""]
+        return [*lines, f"- ISA cap: {next(iter(caps))}"]
+    return [*lines, "", "| ISA cap | artifacts |", "|---|---|",
+            *(f"| {cap} | {', '.join(names)} |" for cap, names in caps.items())]
+
+
+def _steps(r: dict[str, Any]) -> list[str]:
+    lines = ["", "## Steps", ""]
     for a in r["artifacts"]:
         info = a["info"]
         shown = "; ".join(f"{k}: {_value(v)}" for k, v in info.items()
@@ -278,29 +270,65 @@ def render(r: dict[str, Any]) -> str:
         lines += [f"  - pass {p['pass']}: " + (f"{p['nodes_before']} -> {p['nodes_after']} nodes"
                                                if p["kept"] else f"rolled back ({p['reason']})")
                   for p in info.get("passes", [])]
-    if r.get("packages") or r.get("package_notes"):
-        lines += ["", "## Packages", "", "| " + " | ".join(packages.COLUMNS) + " |",
-                  "|" + "---|" * len(packages.COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in packages.rows(r)]
-        lines += [""] + [f"- {d}" for d in packages.digests(r)]
-        lines += [f"- note: {n}" for n in r.get("package_notes", [])]
-        lines += [f"- **not proved:** {g}" for g in r.get("proof_gaps", [])]
-        lines += packages.slim_table(r)
-        lines += [f"- {p['file']} proof (Python {p['proof']['python']}, this machine's CPU, "
-                  f"no cap): {describe_init(p['proof'].get('init_breakdown'))}"
-                  for p in r.get("packages", []) if p.get("kind") == "zip"
-                  and p.get("proof", {}).get("init_breakdown")]
-    if tune := r.get("tune"):
-        lines += ["", "## Memory sweep", "",
-                  f"{tune['invocations']} warm invocations after one cold start per size, "
-                  f"package {tune['kind']}; caps: {tune['rows'][0]['cap_method']}. "
-                  f"Recommended ({tune['strategy']}): {tune['recommended_memory_mb']} MB. "
-                  "Plot: package/tune.html.", "",
-                  "| memory MB | vCPU | init ms | mean ms | p50 ms | p95 ms | max MB | "
-                  "USD / 1M | errors |", "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {x['memory_mb']} | {x['vcpus']} | {x['init_ms']} | {x['mean_ms']} | "
-                  f"{x['p50_ms']} | {x['p95_ms']} | {x['max_memory_mb']} | "
-                  f"{x['cost_per_million_usd']} | {len(x['errors'])} |" for x in tune["rows"]]
-        lines += init_table(tune["rows"])
-    lines += ["", "Libraries: " + ", ".join(f"{k} {v}" for k, v in r["libraries"].items()), ""]
+    return lines
+
+
+def _packages(r: dict[str, Any]) -> list[str]:
+    if not (r.get("packages") or r.get("package_notes")):
+        return []
+    lines = ["", "## Packages", "", "| " + " | ".join(packages.COLUMNS) + " |",
+             "|" + "---|" * len(packages.COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in packages.rows(r)]
+    lines += [""] + [f"- {d}" for d in packages.digests(r)]
+    lines += [f"- note: {n}" for n in r.get("package_notes", [])]
+    lines += [f"- **not proved:** {g}" for g in r.get("proof_gaps", [])]
+    lines += packages.slim_table(r)
+    lines += [f"- {p['file']} proof (Python {p['proof']['python']}, this machine's CPU, "
+              f"{p['proof'].get('caps', 'no cap')}): "
+              f"{describe_init(p['proof'].get('init_breakdown'))}"
+              for p in r.get("packages", []) if p.get("kind") == "zip"
+              and p.get("proof", {}).get("init_breakdown")]
+    return lines
+
+
+def _tune(r: dict[str, Any]) -> list[str]:
+    if not (tune := r.get("tune")):
+        return []
+    return ["", "## Memory sweep", "",
+            f"{tune['invocations']} warm invocations after one cold start per size, "
+            f"package {tune['kind']}; caps: {tune['rows'][0]['cap_method']}. "
+            f"Recommended ({tune['strategy']}): {tune['recommended_memory_mb']} MB. "
+            "Plot: package/tune.html.", "",
+            "| memory MB | vCPU | init ms | mean ms | p50 ms | p95 ms | max MB | "
+            "USD / 1M | errors |", "|---|---|---|---|---|---|---|---|---|",
+            *(f"| {x['memory_mb']} | {x['vcpus']} | {x['init_ms']} | {x['mean_ms']} | "
+              f"{x['p50_ms']} | {x['p95_ms']} | {x['max_memory_mb']} | "
+              f"{x['cost_per_million_usd']} | {len(x['errors'])} |" for x in tune["rows"]),
+            *init_table(tune["rows"])]
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [
+        f"# {r['recipe']['name']}",
+        "",
+        f"Built by optimizer {r['tool']['version']} on {r['started']} in {r['seconds']} s "
+        f"(cache: {r['cache']['misses']} ran, {r['cache']['hits']} reused from earlier "
+        f"builds, {r['cache'].get('shared', 0)} made earlier in this build and used again).",
+        "",
+        f"**Ship:** `{r['ship_file']}`" if r["ship"] else f"**Nothing to ship:** {r['failure']}",
+        "",
+        *_cost(r),
+        *_artifacts(r),
+        *_method(r),
+        *_classes(r),
+        *_students(r),
+        *(migration.markdown(r["migration"]) if r.get("migration") else []),
+        *_ort_format(r),
+        *(runtimes.markdown(r["runtimes"]) if r.get("runtimes") else []),
+        *_machine(r),
+        *_steps(r),
+        *_packages(r),
+        *_tune(r),
+        "", "Libraries: " + ", ".join(f"{k} {v}" for k, v in r["libraries"].items()), "",
+    ]
     return "\n".join(lines)

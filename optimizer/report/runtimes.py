@@ -20,7 +20,7 @@ def markdown(section: dict[str, Any]) -> list[str]:
     lines = ["", "## Runtimes", "",
              f"Candidates: {', '.join(section['candidates'])}; each runtime's best pairing "
              f"below ({section['prefer']}, passing the gates, fitting a "
-             f"{section['package_type']}). Package is the runtime's slimmed wheels for the "
+             f"{section['package_type']}). Package is the engine's slimmed wheels for the "
              "target plus the model and handler, unzipped. Every pairing is in report.json."]
     for target, t in section["targets"].items():
         w = t["winner"]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optimizer.artifact import STUDENT_STEPS
 from optimizer.select.gates import cost
-
-STUDENT_STEPS = ("swap", "distill")
 
 
 def _p50(row: dict[str, Any]) -> float:
@@ -93,7 +92,7 @@ def candidates(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, Any]]:
 
 def choose_row(rows: list[dict[str, Any]], prefer: str) -> dict[str, Any] | None:
     """The row the gates' rule would pick among `rows`."""
-    return min(rows, key=lambda r: cost(r["validation"], r["name"], prefer), default=None)
+    return min(rows, key=lambda r: cost(_p50(r), _size(r), r["name"], prefer), default=None)
 
 
 def teacher_student(rows: list[dict[str, Any]], ship: str | None) -> dict[str, Any] | None:

@@ -1,10 +1,10 @@
-"""Which inference runtime to ship, per target: measured latency, package size, ISA cap.
+"""Which inference engine to ship, per target: measured latency, package size, ISA cap.
 
-Every artifact is paired with each runtime the recipe lists that runs its format (ONNX
+Every artifact is paired with each engine the recipe lists that runs its format (ONNX
 Runtime or OpenVINO for ONNX, LiteRT for TFLite, TensorFlow builds for Keras). Per target
-the package size comes from resolving that runtime's wheels for the target's platform and
+the package size comes from resolving that engine's wheels for the target's platform and
 Python; the latency is this host's where the host has the target's ISA (timed with the
-cap the runtime allows), and qemu emulating the target's CPU where it does not. qemu's
+cap the engine allows), and qemu emulating the target's CPU where it does not. qemu's
 translation is no cycle model, so emulated times rank code paths by the work they do, not
 by Graviton's speed; the report says so. The winner is the fastest pairing that passed the
 gates and fits the recipe's package type.
@@ -26,30 +26,30 @@ EMULATION_PYTHON = "3.13"
 
 @dataclass(frozen=True)
 class Pair:
-    """An artifact run by one runtime; `key` names it in measurements."""
+    """An artifact run by one engine; `key` names it in measurements."""
 
     artifact: str
-    runtime: str
+    engine: str
     default: bool
 
     @property
     def key(self) -> str:
-        return self.artifact if self.default else f"{self.artifact} [{self.runtime}]"
+        return self.artifact if self.default else f"{self.artifact} [{self.engine}]"
 
 
-def installed(runtime: str) -> str | None:
-    """The runtime's version in this environment, or None: what is not here is not timed."""
-    return wheels.installed_version(targets.INFERENCE_RUNTIMES[runtime].requirements[0])
+def installed(engine: str) -> str | None:
+    """The engine's version in this environment, or None: what is not here is not timed."""
+    return wheels.installed_version(targets.ENGINES[engine].requirements[0])
 
 
 def pairs(kinds: dict[str, str], candidates: list[str]) -> list[Pair]:
-    """{artifact: model kind} -> every (artifact, runtime) the candidates can run."""
+    """{artifact: model kind} -> every (artifact, engine) the candidates can run."""
     out = []
     for name, kind in kinds.items():
-        for rt in candidates:
-            r = targets.INFERENCE_RUNTIMES[rt]
-            if kind in r.formats:
-                out.append(Pair(name, rt, kind in r.default_for))
+        for e in candidates:
+            engine = targets.ENGINES[e]
+            if kind in engine.formats:
+                out.append(Pair(name, e, kind in engine.default_for))
     return out
 
 
@@ -94,8 +94,9 @@ def choose(rows: list[dict[str, Any]], prefer: str) -> dict[str, Any] | None:
     return min(ok, key=cost, default=None)
 
 
-def best_per_runtime(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, Any]]:
-    """One row per runtime for the report: its winner, or its closest row and why not."""
+def best_per_engine(rows: list[dict[str, Any]], prefer: str) -> list[dict[str, Any]]:
+    """One row per engine for the report: its winner, or its closest row and why not.
+    Rows are report.json's, where the engine's key is `runtime`."""
     out = []
     for rt in dict.fromkeys(r["runtime"] for r in rows):
         mine = [r for r in rows if r["runtime"] == rt]

@@ -10,31 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from optimizer.sources import architecture, keras_file, mxnet_model, onnx_file, savedmodel
-from optimizer.sources.mxnet import archive, bridge, convert, env, worker
-from optimizer.steps import TRAIN_CODE
 
 
 @dataclass(frozen=True)
 class SourceLoader:
     load: Callable
     trains: bool
-    modules: tuple[str, ...]
+    # pip distributions whose versions enter a trained source's cache key
     tools: tuple[str, ...] = ()
 
 
 SOURCES: dict[str, SourceLoader] = {
-    "keras": SourceLoader(keras_file.load, False, (keras_file.__file__,)),
-    "savedmodel": SourceLoader(savedmodel.load, False, (savedmodel.__file__,)),
-    "onnx": SourceLoader(onnx_file.load, False, (onnx_file.__file__,)),
-    "architecture": SourceLoader(
-        architecture.load, True, (architecture.__file__, *TRAIN_CODE),
-        ("tensorflow", "tensorflow-cpu", "keras", "numpy"),
-    ),
+    "keras": SourceLoader(keras_file.load, False),
+    "savedmodel": SourceLoader(savedmodel.load, False),
+    "onnx": SourceLoader(onnx_file.load, False),
+    "architecture": SourceLoader(architecture.load, True,
+                                 ("tensorflow", "tensorflow-cpu", "keras", "numpy")),
 }
 # both MXNet kinds: converted in the isolated env (its pins live in env.py, so in the key)
-_MXNET = SourceLoader(
-    mxnet_model.load, True,
-    tuple(m.__file__ for m in (mxnet_model, archive, bridge, convert, env, worker)),
-    ("onnx", "onnxruntime", "numpy"),
-)
+_MXNET = SourceLoader(mxnet_model.load, True, ("onnx", "onnxruntime", "numpy"))
 SOURCES["mxnet"] = SOURCES["mms-archive"] = _MXNET

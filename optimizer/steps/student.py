@@ -3,7 +3,7 @@
 `swap` trains the student on the labels alone. `distill` also learns the teacher's (the
 step's input) softened outputs, and can learn from images without labels: the rest of the
 training split when `labeled_fraction` < 1, and any folder of `unlabeled` images. Both may
-list several `candidates`; the pipeline trains, converts and measures each.
+list several `candidates`; the build trains, converts and measures each.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def labeled_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return keep
 
 
+# what computes a teacher's outputs: any source kind, any engine
+TEACHER_TOOLS = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "onnxruntime",
+                 "ai-edge-litert")
+
+
 def student_preprocess(teacher: Preprocess, size: int) -> Preprocess:
     """The teacher's pixel contract at the student's resolution (NHWC, as Keras builds it)."""
     return teacher.model_copy(update={"size": (size, size), "layout": "NHWC"})
@@ -104,7 +109,8 @@ def student_preprocess(teacher: Preprocess, size: int) -> Preprocess:
 def _teacher_logits(teacher: ModelRef, cfg: DistillConfig, ctx: StepContext,
                     extra: list[np.ndarray]) -> np.ndarray:
     """Computed once per (teacher, data) and cached: every candidate and rerun shares it."""
-    from optimizer.cache import code_digest
+    from optimizer.cache import versions
+    from optimizer.codekey import code_of
     from optimizer.train import teacher as teacher_outputs
 
     ds = ctx.dataset
@@ -117,7 +123,7 @@ def _teacher_logits(teacher: ModelRef, cfg: DistillConfig, ctx: StepContext,
 
     parts = {"teacher_outputs": teacher.digest, "dataset": ds.digest,
              "unlabeled": file_digests([cfg.unlabeled] if cfg.unlabeled else []),
-             "code": code_digest(teacher_outputs.__file__)}
+             "versions": versions(TEACHER_TOOLS), "code": code_of(teacher_outputs.logits)}
     folder = ctx.cached(parts, f"teacher outputs on {len(images)} images", produce)
     return np.load(folder / "logits.npy")
 
@@ -140,7 +146,7 @@ def run(teacher: ModelRef, cfg: StudentStepConfig, ctx: StepContext) -> ModelRef
     from optimizer.train import loop
 
     spec = cfg.student
-    assert spec is not None, "the pipeline runs one student per variant"
+    assert spec is not None, "the build runs one student per variant"
     name = cfg.name or cfg.step
     ds = ctx.dataset
     if not ds.labeled and not isinstance(cfg, DistillConfig):

@@ -219,6 +219,62 @@ def reproducible(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _resume(store: Checkpoints, logits_model, optimizer, state: dict[str, Any], label: str,
+            progress) -> dict[str, Any]:
+    """The state of the latest checkpoint, its weights and optimizer slots restored; or the
+    fresh `state` when there is none (or it is unusable)."""
+    found = store.latest()
+    if found is None:
+        return state
+    folder, saved = found
+    try:
+        Checkpoints.restore(folder, logits_model, optimizer)
+        progress.log(f"[yellow]resume[/] {label} from its epoch {saved['epoch']} checkpoint")
+        return {**saved, "resumed_from": saved["epoch"]}
+    except (OSError, ValueError, KeyError) as exc:
+        progress.log(f"[yellow]restart[/] {label}: checkpoint unusable ({exc})")
+        return state
+
+
+def _epoch(logits_model, data: TrainData, cfg: TrainConfig, epoch: int, batch: int,
+           steps: int, label: str) -> float:
+    """One epoch in a seeded order with seeded augmentation; its mean loss."""
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(data.x))
+    aug_rng = np.random.default_rng([cfg.seed, epoch, 1])
+    losses = []
+    for s in range(steps):
+        idx = order[s * batch : (s + 1) * batch]
+        xb = shift_zoom(data.x[idx], cfg.augment, aug_rng, data.fill)
+        out = logits_model.train_on_batch(xb, _batch_targets(data, idx))
+        losses.append(float(out[0] if isinstance(out, list | tuple) else out))
+    loss = float(np.mean(losses))
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"{label}: training loss is {loss} at epoch {epoch + 1}; "
+                                 "lower the learning rate")
+    return loss
+
+
+def _record(state: dict[str, Any], cfg: TrainConfig, loss: float, val: float | None,
+            seconds: float, has_val: bool) -> bool:
+    """The epoch's numbers into `state`, early stopping decided; whether it improved."""
+    epoch = state["epoch"]
+    improved = val is not None and (state["best_val"] is None or val > state["best_val"])
+    if improved:
+        state.update(best_val=val, best_epoch=epoch + 1, wait=0)
+    elif has_val:
+        state["wait"] += 1
+    if not has_val:
+        state["best_epoch"] = epoch + 1
+    hist = state["history"]
+    hist["loss"].append(round(loss, 5))
+    hist["val_accuracy"].append(None if val is None else round(val, 3))
+    hist["seconds"].append(round(seconds, 2))
+    state["epoch"] = epoch + 1
+    if cfg.patience is not None and has_val and state["wait"] >= cfg.patience:
+        state["stopped_early"] = True
+    return improved
+
+
 def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, progress,
         checkpoints: Path, label: str,
         on_checkpoint: Callable[[Path], None] | None = None) -> dict[str, Any]:
@@ -234,60 +290,26 @@ def fit(logits_model, data: TrainData, cfg: TrainConfig, objective: Objective, p
     logits_model.compile(optimizer=optimizer, loss=objective.loss(n_classes), jit_compile=False)
     store = Checkpoints(checkpoints)
     # `of` names the candidate in its checkpoint folder (whose name is a cache key)
-    state: dict[str, Any] = {"of": label, "epoch": 0, "best_val": None, "best_epoch": 0,
-                             "wait": 0,
-                             "history": {"loss": [], "val_accuracy": [], "seconds": []},
-                             "resumed_from": None, "stopped_early": False}
-    found = store.latest()
-    if found is not None:
-        folder, saved = found
-        try:
-            Checkpoints.restore(folder, logits_model, optimizer)
-            state = {**saved, "resumed_from": saved["epoch"]}
-            progress.log(f"[yellow]resume[/] {label} from its epoch {saved['epoch']} "
-                         f"checkpoint")
-        except (OSError, ValueError, KeyError) as exc:
-            progress.log(f"[yellow]restart[/] {label}: checkpoint unusable ({exc})")
+    state = _resume(store, logits_model, optimizer, {
+        "of": label, "epoch": 0, "best_val": None, "best_epoch": 0, "wait": 0,
+        "history": {"loss": [], "val_accuracy": [], "seconds": []},
+        "resumed_from": None, "stopped_early": False}, label, progress)
     has_val = data.val_x is not None and len(data.val_x) > 0
     with progress.task(label, total=cfg.epochs) as advance:
         advance(state["epoch"])
         while state["epoch"] < cfg.epochs and not state["stopped_early"]:
             epoch = state["epoch"]
             t0 = time.perf_counter()
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-            aug_rng = np.random.default_rng([cfg.seed, epoch, 1])
-            losses = []
-            for s in range(steps):
-                idx = order[s * batch : (s + 1) * batch]
-                xb = shift_zoom(data.x[idx], cfg.augment, aug_rng, data.fill)
-                out = logits_model.train_on_batch(xb, _batch_targets(data, idx))
-                losses.append(float(out[0] if isinstance(out, list | tuple) else out))
-            loss = float(np.mean(losses))
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"{label}: training loss is {loss} at epoch "
-                                         f"{epoch + 1}; lower the learning rate")
+            loss = _epoch(logits_model, data, cfg, epoch, batch, steps, label)
             val = _accuracy(logits_model, data.val_x, data.val_y) if has_val else None
-            improved = val is not None and (state["best_val"] is None or val > state["best_val"])
-            if improved:
-                state.update(best_val=val, best_epoch=epoch + 1, wait=0)
-            elif has_val:
-                state["wait"] += 1
-            if not has_val:
-                state["best_epoch"] = epoch + 1
-            hist = state["history"]
-            hist["loss"].append(round(loss, 5))
-            hist["val_accuracy"].append(None if val is None else round(val, 3))
-            hist["seconds"].append(round(time.perf_counter() - t0, 2))
-            state["epoch"] = epoch + 1
-            if cfg.patience is not None and has_val and state["wait"] >= cfg.patience:
-                state["stopped_early"] = True
+            improved = _record(state, cfg, loss, val, time.perf_counter() - t0, has_val)
             store.save(logits_model, optimizer, state, improved or not has_val)
             if on_checkpoint is not None:
                 on_checkpoint(checkpoints)
             note = f"epoch {epoch + 1}/{cfg.epochs} loss={loss:.4f}" + (
                 f" val_acc={val:.2f}%" if val is not None else "")
             advance(1, note)
-            progress.step_log(f"{label} {note} ({hist['seconds'][-1]:.1f} s)")
+            progress.step_log(f"{label} {note} ({state['history']['seconds'][-1]:.1f} s)")
     latest = store.latest()
     if has_val and latest is not None:
         logits_model.load_weights(latest[0] / "best.weights.h5")

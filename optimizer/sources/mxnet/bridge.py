@@ -15,8 +15,10 @@ from typing import Any
 
 from optimizer.errors import BadInput, OptimizerError
 from optimizer.sources.mxnet import env as envs
+from optimizer.sources.mxnet import worker
 
-WORKER = Path(__file__).with_name("worker.py")
+# the script the isolated env runs: imported here only so its code is in cache keys
+WORKER = Path(worker.__file__)
 USER_ERROR = 2
 ENV_BROKEN = 3
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer.sources.mxnet import bridge
+from optimizer.sources.mxnet import bridge, mms_service
 
-SERVICE = Path(__file__).with_name("mms_service.py")
+SERVICE = Path(mms_service.__file__)
 
 
 def pixels(dataset, split: str, size: int, channels: int) -> np.ndarray:
