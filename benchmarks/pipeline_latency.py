@@ -1,7 +1,7 @@
 """Batch-1 latency of a recipe's source Keras model (TensorFlow) against its built artifacts.
 
 All models are timed in one process, at the same intra-op thread count, in short alternating
-rounds (optimizer.validate.latency), so the ratios hold even on a machine whose speed drifts.
+rounds (optimizer.measure.latency), so the ratios hold even on a machine whose speed drifts.
 Targets from issue 3: the shipped artifact at most 0.5x TensorFlow; each int8 model against the
 fp32 model it was quantized from (on an AVX-512 host int8 looks faster than on AVX2 Lambda).
 

@@ -22,7 +22,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_example_workflow_runs_locally_and_verify_catches_one_changed_byte(
-        tmp_path, tiny_keras, cache_env):
+        tmp_path, tiny_keras, zip_build):
     flow = yaml.safe_load(WORKFLOW.read_text())
     steps = flow["jobs"]["build"]["steps"]
     runs = [s for s in steps if "run" in s]
@@ -37,7 +37,9 @@ def test_the_example_workflow_runs_locally_and_verify_catches_one_changed_byte(
     work.mkdir()
     env = {**os.environ, **flow["env"], "RECIPE": str(recipe),
            # the same install command, of this checkout, without touching its dependencies
-           "OPTIMIZER_PACKAGE": f"-e {ROOT}", "PIP_NO_DEPS": "1"}
+           "OPTIMIZER_PACKAGE": f"-e {ROOT}", "PIP_NO_DEPS": "1",
+           # the suite's shared cache, as CI keeps ~/.cache/optimizer between runs
+           "OPTIMIZER_CACHE": str(zip_build[0] / "cache")}
     bindir = Path(sys.executable).parent  # the `optimizer` script pip puts beside python
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
     for step in runs:

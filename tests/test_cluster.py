@@ -222,7 +222,7 @@ def test_ray_build_equals_the_local_build(local_build, ray_build):
 
 HOLDS_ITS_CPU = """
 import json, sys, time, ray
-from optimizer.cluster import work
+from optimizer.build.ray import work
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 wait = getattr(work, sys.argv[2]) if sys.argv[2] != "ray.get" else ray.get
 

@@ -133,11 +133,11 @@ def test_a_fashion_mnist_build(tmp_path, fashion_dir):
     ds = load_dataset(FashionMnistDataset(kind="fashion-mnist", path=fashion_dir))
     pre = Preprocess(size=(28, 28), channels=1, scale=1 / 255)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(10, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(prepared(ds, "train", pre), ds.labels_of("train"), epochs=40, verbose=0)
+    model = keras.Sequential([  # the class is where the bar is: no pooling that forgets it
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(prepared(ds, "train", pre), ds.labels_of("train"), epochs=30, verbose=0)
     model.save(tmp_path / "fashion.keras")
     recipe = write_recipe(tmp_path, f"""
         name: fashion

@@ -96,12 +96,15 @@ def test_a_missing_proof_is_said_on_the_console_and_can_be_required(tmp_path, ti
     assert doc["cache"]["misses"] == 0 and doc["cache"]["all_cached"]
     # with qemu installed the next build proves the package instead of reusing "skipped"
     monkeypatch.undo()
-    if real("qemu-x86_64"):
-        again = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "c"),
-                                    "--cache-dir", str(cache), "--require-proof", "--json"])
-        assert again.exit_code == 0, again.output
-        zip_rec = next(p for p in json.loads(again.stdout)["packages"] if p["kind"] == "zip")
-        assert zip_rec["proof"]["isa"]["emulator"] == "qemu-x86_64 -cpu Haswell"
+    if not real("qemu-x86_64"):
+        import pytest
+
+        pytest.skip("qemu-user is not installed here: the proof as a Haswell cannot run")
+    again = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / "c"),
+                                "--cache-dir", str(cache), "--require-proof", "--json"])
+    assert again.exit_code == 0, again.output
+    zip_rec = next(p for p in json.loads(again.stdout)["packages"] if p["kind"] == "zip")
+    assert zip_rec["proof"]["isa"]["emulator"] == "qemu-x86_64 -cpu Haswell"
 
 
 

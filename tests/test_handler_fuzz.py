@@ -10,16 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
-from textwrap import dedent
 
 import numpy as np
 import pytest
-from conftest import keras_recipe
 from PIL import Image
 
 from optimizer import targets
@@ -108,18 +103,10 @@ def _rss_mb(session: Session) -> float:
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory, tiny_keras) -> Path:
-    root = tmp_path_factory.mktemp("fuzz")
-    recipe = keras_recipe(root, tiny_keras, steps="- step: export_onnx\n  name: fp32\n",
-                          tail=dedent("""
-                              package:
-                                zip: {layers: 1}
-                              """))
-    env = {**os.environ, "OPTIMIZER_CACHE": str(root / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "optimizer", "build", str(recipe), "--out",
-                           str(root / "out")], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return root / "out" / "package"
+def package(zip_build) -> Path:
+    """The suite's one built zip (conftest.zip_build): the tiny model's fp32 ONNX export
+    with its dependency layer."""
+    return zip_build[0] / "out" / "package"
 
 
 def test_fuzzed_events_get_2xx_or_4xx_json_and_never_kill_the_instance(package, tmp_path):

@@ -45,7 +45,7 @@ steps:
     name: int8
     calibration_samples: 64
 validate:
-  max_accuracy_drop: 10
+  max_accuracy_drop: 2
   latency: {{warmup: 1, runs: 5}}
   {extra}
 """

@@ -35,13 +35,23 @@ def build(recipe: Path, out: Path) -> subprocess.CompletedProcess:
                            str(out)], capture_output=True, text=True)
 
 
+@pytest.fixture
+def shared_cache(tmp_path_factory, monkeypatch, zip_build) -> Path:
+    """One cache for this module's builds of the same steps, which starts from the suite's
+    built zip's (the target's onnxruntime wheels are there): models and measurements made
+    once are reused, as a user's second build would."""
+    root = zip_build[0] / "cache"
+    monkeypatch.setenv("OPTIMIZER_CACHE", str(root))
+    return root
+
+
 def shipped_manifest(out: Path) -> dict:
     with zipfile.ZipFile(out / "package" / "function.zip") as z:
         return json.loads(z.read("model/package.json"))
 
 
 def test_litert_runs_the_converted_model_like_keras_at_any_batch(tmp_path, tiny_keras,
-                                                                 cache_env):
+                                                                 shared_cache):
     import keras
 
     out = tmp_path / "out"
@@ -61,7 +71,7 @@ def test_litert_runs_the_converted_model_like_keras_at_any_batch(tmp_path, tiny_
 
 
 def test_the_comparison_times_every_runtime_per_target_and_ships_the_winner(
-        tmp_path, tiny_keras, cache_env):
+        tmp_path, tiny_keras, shared_cache):
     if shutil.which("qemu-aarch64") is None or shutil.which("debootstrap") is None:
         pytest.skip("needs qemu-user and debootstrap for the arm64 timing")
     out = tmp_path / "out"
@@ -86,7 +96,7 @@ def test_the_comparison_times_every_runtime_per_target_and_ships_the_winner(
         assert not tf["fits"] and "not downloaded" in tf["fit_note"], tf
         assert tf["package_bytes"] > 250 * 2**20 and tf["package_bytes_lower_bound"]
     labels = [json.loads(e.read_text())["meta"].get("label", "")
-              for e in cache_env.glob("objects/*/*/entry.json")]
+              for e in shared_cache.glob("objects/*/*/entry.json")]
     assert not any(lb.startswith("dependencies tensorflow") for lb in labels), labels
     # the winner is the fastest row that passed, fits and was timed, and it is what shipped
     ok = [r for r in x86["rows"] if r.get("passed") and r.get("fits") and r.get("p50_ms")]
@@ -117,7 +127,7 @@ def test_the_comparison_times_every_runtime_per_target_and_ships_the_winner(
     assert "## Runtimes" in md and "### arm64" in md and "**Winner:**" in md
 
 
-def test_a_litert_zip_ships_and_is_proved(tmp_path, tiny_keras, cache_env):
+def test_a_litert_zip_ships_and_is_proved(tmp_path, tiny_keras, shared_cache):
     """With LiteRT the only candidate it wins: its zip must run natively and as Haswell."""
     out = tmp_path / "out"
     recipe = keras_recipe(tmp_path, tiny_keras, steps=STEPS, tail=dedent("""

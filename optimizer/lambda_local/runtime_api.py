@@ -189,6 +189,9 @@ class RuntimeAPI:
                     return Outcome("timeout", {"errorMessage": f"Task timed out after "
                                                f"{timeout_s:.2f} seconds"}, timeout_s)
             assert p.outcome is not None
+            if p.outcome.seconds > timeout_s:  # answered, but after the deadline
+                return Outcome("timeout", {"errorMessage": f"Task timed out after "
+                                           f"{timeout_s:.2f} seconds"}, timeout_s)
             return p.outcome
         finally:
             self._pending.pop(request_id, None)

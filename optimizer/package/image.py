@@ -22,7 +22,7 @@ from optimizer.package import oci, sizes, template
 from optimizer.package.baseimage import save
 from optimizer.package.dependencies import Dependencies
 from optimizer.package.function import HANDLER_NAME
-from optimizer.package.proof import Sample, check_proof, proof_events
+from optimizer.package.proof import Answers, Sample, check_proof, proof_events
 from optimizer.recipe.schema import ImageConfig, Recipe
 
 DEFAULT_BASE = {
@@ -101,14 +101,15 @@ def _limits(part: sizes.Part, ref: str) -> list[dict]:
     return [r.__dict__ for r in rows]
 
 
-def _prove(ref: str, samples: list[Sample], max_images: int, memory_mb: int) -> dict:
+def _prove(ref: str, samples: list[Sample], answers: Answers, max_images: int,
+           memory_mb: int) -> dict:
     """The image started as Lambda would start it, at the target's memory and CPU share, sent
     each proof request in turn."""
     timeout = 120.0
     instance = ContainerInstance(ref, memory_mb, targets.vcpus(memory_mb), timeout)
     run = run_events(instance, proof_events(samples, max_images), memory_mb, timeout,
                      f"image {ref}")
-    return {**check_proof(run["responses"], samples, max_images, f"image {ref}"),
+    return {**check_proof(run["responses"], samples, max_images, f"image {ref}", answers),
             "first_response_s": run["first_response_s"], "init_ms": run["init_ms"]}
 
 
@@ -144,7 +145,7 @@ def _tarball(cfg: ImageConfig, client, base: str, dockerfile: Path, ctx: Path, a
 
 
 def build(recipe: Recipe, cfg: ImageConfig, deps: Dependencies, ran: Callable[[str], None],
-          function_dir: Path, kind: str, samples: list[Sample], work: Path,
+          function_dir: Path, kind: str, samples: list[Sample], answers: Answers, work: Path,
           files: list[Path]) -> list[dict]:
     """The image records (engine image, tarball), each proved; files to publish are added
     to `files`."""
@@ -174,7 +175,7 @@ def build(recipe: Recipe, cfg: ImageConfig, deps: Dependencies, ran: Callable[[s
             "kind": "image", "ref": ref, "id": img.id, **common,
             "uncompressed_bytes": part.unzipped, "layers": part.layers,
             "config_bytes": part.config_bytes, "limits": _limits(part, ref),
-            "proof": _prove(ref, samples, max_images, t.memory_mb),
+            "proof": _prove(ref, samples, answers, max_images, t.memory_mb),
         })
     if cfg.tarball:
         ref = f"{repo}:tarball-{version}"
@@ -194,7 +195,7 @@ def build(recipe: Recipe, cfg: ImageConfig, deps: Dependencies, ran: Callable[[s
         if client is not None:
             with dest.open("rb") as f:
                 client.images.load(f)
-            record["proof"] = {**_prove(ref, samples, max_images, t.memory_mb),
+            record["proof"] = {**_prove(ref, samples, answers, max_images, t.memory_mb),
                                "loaded_with": "docker load"}
         records.append(record)
         files.append(dest)

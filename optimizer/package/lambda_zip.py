@@ -19,7 +19,13 @@ from optimizer.lambda_local.run import run_events
 from optimizer.model import sha256_file
 from optimizer.package import bytecode, sizes
 from optimizer.package import layers as layer_split
-from optimizer.package.proof import EMULATED_SAMPLES, Sample, check_proof, proof_events
+from optimizer.package.proof import (
+    EMULATED_SAMPLES,
+    Answers,
+    Sample,
+    check_proof,
+    proof_events,
+)
 
 FUNCTION_ZIP = "function.zip"
 LIMITS_INIT_S = targets.LIMITS.init_timeout_s
@@ -128,8 +134,9 @@ def _check_limits(limits: list[sizes.Limit], plan: ZipPlan) -> None:
             f"{sizes.mib(lim.limit)} limit" for lim in over) + hint)
 
 
-def _prove_isa(zips: list[Path], plan: ZipPlan, samples: list[Sample], max_images: int,
-               target: str, log: Callable[[str], None]) -> tuple[dict, dict | None]:
+def _prove_isa(zips: list[Path], plan: ZipPlan, samples: list[Sample], answers: Answers,
+               max_images: int, target: str,
+               log: Callable[[str], None]) -> tuple[dict, dict | None]:
     """The same proof with the CPU the target promises, not the one this host has:
     (what to record under proof.isa, the full checked proof with its Python, or None)."""
     try:
@@ -142,14 +149,14 @@ def _prove_isa(zips: list[Path], plan: ZipPlan, samples: list[Sample], max_image
     samples = samples[:EMULATED_SAMPLES]
     result = prove(zips, plan, proof_events(samples, max_images), emulate=emu, target=target)
     checked = check_proof(result["responses"], samples, max_images,
-                          f"zip under {emu.describe()}")
+                          f"zip under {emu.describe()}", answers)
     return ({"emulator": emu.describe(), "label": checked["label"],
              "score": checked["score"], "seconds": result["seconds"]},
             {**checked, "python": result["python"]})
 
 
 def make_and_prove(plan: ZipPlan, function_dir: Path, deps: Path, samples: list[Sample],
-                   max_images: int, target: str, out: Path,
+                   answers: Answers, max_images: int, target: str, out: Path,
                    log: Callable[[str], None]) -> dict:
     """Zips written to `out`, checked against the limits and proved: the cache entry's
     result (records, limits, proof, bytecode)."""
@@ -158,10 +165,10 @@ def make_and_prove(plan: ZipPlan, function_dir: Path, deps: Path, samples: list[
     _check_limits(limits, plan)
     if native := interpreters.can_run(plan.arch):
         result = prove(zips, plan, proof_events(samples, max_images))
-        proof = {**check_proof(result["responses"], samples, max_images, "zip"),
+        proof = {**check_proof(result["responses"], samples, max_images, "zip", answers),
                  "python": result["python"], "init_ms": round(result["init_ms"], 1),
                  "init_breakdown": result["init_breakdown"], "caps": result["caps"]}
-    emulated, checked = _prove_isa(zips, plan, samples, max_images, target, log)
+    emulated, checked = _prove_isa(zips, plan, samples, answers, max_images, target, log)
     if native:
         proof["isa"] = emulated
     elif checked:  # a foreign CPU: the emulated run is the proof

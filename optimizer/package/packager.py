@@ -27,6 +27,7 @@ from optimizer.package.function import HANDLER_NAME, assemble
 from optimizer.package.proof import (
     SAMPLE_EVENT,
     SAMPLE_EVENT_IMAGES,
+    Answers,
     Sample,
     output_kind,
     pick_samples,
@@ -63,14 +64,16 @@ class Packager:
         runtime = targets.RUNTIMES[t.runtime]
         arch = targets.TARGETS[t.name].arch
         kind = engine or targets.default_engine(art.model.kind)
-        samples = pick_samples(art, dataset, reference, kind)
+        output = output_kind(art.model, dataset)
+        answers = Answers(art.model, kind, output == "logits", targets.threads_for(t.memory_mb))
+        samples = pick_samples(art, dataset, reference, answers)
         if missing := [c for c in art.model.classes if c not in {s.label for s in samples}]:
             out.notes.append(f"the proof covers {len(samples)} of {len(art.model.classes)} "
                              f"classes; no test image of {', '.join(missing[:8])}"
                              f"{', ...' if len(missing) > 8 else ''} was answered right")
         function_dir = work / "function"
         assemble(function_dir, art.model, self.recipe.name, t.memory_mb, cfg.top_k,
-                 cfg.max_images, output_kind(art.model, dataset), t.runtime, arch, kind)
+                 cfg.max_images, output, t.runtime, arch, kind)
         shown = samples[:min(SAMPLE_EVENT_IMAGES, cfg.max_images)]
         (work / SAMPLE_EVENT).write_text(json.dumps(
             sample_event([x.png for x in shown])))
@@ -94,10 +97,10 @@ class Packager:
                     image_cfg = ImageConfig()
             else:
                 plan = lambda_zip.ZipPlan(runtime.python, arch, t.memory_mb, cfg.zip.layers)
-                self._zip(plan, function_dir, deps, slimmed, fn_bytes, samples, out)
+                self._zip(plan, function_dir, deps, slimmed, fn_bytes, samples, answers, out)
         if image_cfg is not None:
             out.records += image.build(self.recipe, image_cfg, self.deps, self.ran, function_dir,
-                                       kind, samples, work, out.files)
+                                       kind, samples, answers, work, out.files)
         for rec in out.records:
             rec.update(model=art.name, model_runtime=kind)
         if cfg.tune is not None:
@@ -150,7 +153,7 @@ class Packager:
         out.files.append(work / "tune.html")
 
     def _zip(self, plan: lambda_zip.ZipPlan, function_dir: Path, deps: Path, slimmed: dict,
-             fn_bytes: int, samples: list[Sample], out: Packages) -> None:
+             fn_bytes: int, samples: list[Sample], answers: Answers, out: Packages) -> None:
         target = self.recipe.target.name
         key = make_key({"zip": deps.name, "function": sha256_tree(function_dir),
                         "plan": plan.__dict__, "code": code_of(lambda_zip.make_and_prove),
@@ -158,8 +161,8 @@ class Packager:
 
         def produce(tmp: Path) -> None:
             result = lambda_zip.make_and_prove(plan, function_dir, deps / "deps", samples,
-                                               self.recipe.package.max_images, target, tmp,
-                                               self.progress.log)
+                                               answers, self.recipe.package.max_images, target,
+                                               tmp, self.progress.log)
             (tmp / "result.json").write_text(json.dumps(result, indent=1))
 
         entry, _ = self.cached(key, f"zip package ({plan.layers} layer(s), Python "

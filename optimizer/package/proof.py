@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -18,7 +20,8 @@ from PIL import Image
 from optimizer.artifact import Artifact
 from optimizer.data.dataset import Dataset, prepared
 from optimizer.errors import PackageFailed
-from optimizer.handler.engines import top_k
+from optimizer.handler.engines import load, top_k
+from optimizer.handler.pixels import decode
 from optimizer.inference.predict import predict
 from optimizer.model import ModelRef
 from optimizer.preprocess_spec import apply
@@ -26,7 +29,7 @@ from optimizer.preprocess_spec import apply
 SAMPLE_EVENT = "sample-event.json"  # test images the build got right, one per class
 SAMPLE_EVENT_IMAGES = 8  # classes in sample-event.json (at most package.max_images)
 EMULATED_SAMPLES = 10  # classes proved under qemu, 15-90x slower than native
-# the handler rounds scores to 6 places; threads and CPU may move the last digits
+# the handler rounds scores to 6 places; another CPU (qemu's) may move the last digits
 SCORE_TOLERANCE = 1e-3
 
 
@@ -58,8 +61,32 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class Answers:
+    """The build's answers to a request, as the function should give them: the same model
+    and engine at the function's thread count, on the same images decoded from the same
+    bytes, in the same batch (a dynamically quantized model's answer for an image moves with
+    the other images of its request)."""
+
+    model: ModelRef
+    engine: str
+    logits: bool  # the handler applies softmax to logits
+    threads: int
+
+    @cached_property
+    def _run(self) -> Callable[[np.ndarray], np.ndarray]:
+        if self.engine in ("tensorflow", "intel-tensorflow"):
+            # TensorFlow's thread pools are fixed at its first use in this process
+            return lambda x: predict(self.model, x, self.engine)
+        return load(self.engine, self.model.path, self.threads)  # the function's own loader
+
+    def __call__(self, request: list[Sample]) -> list[dict]:
+        x = apply([decode(s.png) for s in request], self.model.preprocess)
+        return [top[0] for top in top_k(self._run(x), self.model.classes, 1, self.logits)]
+
+
 def pick_samples(art: Artifact, dataset: Dataset, reference: list[int],
-                 engine: str | None = None) -> list[Sample]:
+                 answers: Answers) -> list[Sample]:
     """One test image per class that the artifact answers right: as labelled, or (no
     labels) as the source answered it (`reference`, the source's test top-1). A proof on
     one image cannot tell a correct function from one whose class names are shifted."""
@@ -74,13 +101,11 @@ def pick_samples(art: Artifact, dataset: Dataset, reference: list[int],
         raise PackageFailed(f"{art.name} gets no test image right; nothing to prove the "
                             "package with")
     chosen = [first[c] for c in sorted(first)]
-    images = [dataset.images[i] for i in chosen]
-    scores = predict(art.model, apply(images, art.model.preprocess), engine)
-    # in the handler's terms: its labels, and softmax applied to logits
-    logits = output_kind(art.model, dataset) == "logits"
-    tops = top_k(scores, art.model.classes, 1, logits)
-    return [Sample(_png(img), top[0]["label"], i, top[0]["score"])
-            for img, i, top in zip(images, chosen, tops, strict=True)]
+    pngs = [_png(dataset.images[i]) for i in chosen]
+    # in the handler's terms: its labels, and softmax applied to logits; one image alone
+    tops = [answers([Sample(png, "", i, 0.0)])[0] for png, i in zip(pngs, chosen, strict=True)]
+    return [Sample(png, top["label"], i, top["score"])
+            for png, i, top in zip(pngs, chosen, tops, strict=True)]
 
 
 def output_kind(model: ModelRef, dataset: Dataset) -> str:
@@ -105,30 +130,30 @@ def proof_events(samples: list[Sample], max_images: int) -> list:
 
 
 def check_proof(responses: list[dict], samples: list[Sample], max_images: int,
-                where: str) -> dict:
+                where: str, answers: Answers) -> dict:
     """The handler's answers to proof_events: every class named as the build names it,
-    with the build's score, and a 4xx for the bad request."""
+    with the build's score for the same request, and a 4xx for the bad request."""
     def body(r: dict) -> dict:
         return json.loads(r["body"])
 
     first, bad, *batches = responses
-    answers = [(first, 0)]
-    for r, chunk in zip(batches, _chunks(samples, max(2, max_images)), strict=True):
-        answers += [(r, k) for k in range(len(chunk))]
+    requests = [(first, [samples[0]]),
+                *zip(batches, _chunks(samples, max(2, max_images)), strict=True)]
     got = []
-    for (r, k), sample in zip(answers, [samples[0], *samples], strict=True):
+    for r, request in requests:
         if r.get("statusCode") != 200:
             raise PackageFailed(f"{where}: a request with test images got "
                                 f"{r.get('statusCode')}: {str(r.get('body'))[:300]}")
-        top = body(r)["predictions"][k]["top"][0]
-        if top["label"] != sample.label:
-            raise PackageFailed(f"{where}: the handler said '{top['label']}' for a test image "
-                                f"the build classified as '{sample.label}'")
-        if abs(top["score"] - sample.score) > SCORE_TOLERANCE:
-            raise PackageFailed(f"{where}: the handler scored a '{sample.label}' test image "
-                                f"{top['score']:.6f}, the build {sample.score:.6f}; "
-                                "preprocessing or runtime differs")
-        got.append(top)
+        for k, want in enumerate(answers(request)):
+            top = body(r)["predictions"][k]["top"][0]
+            if top["label"] != want["label"]:
+                raise PackageFailed(f"{where}: the handler said '{top['label']}' for a test "
+                                    f"image the build classified as '{want['label']}'")
+            if abs(top["score"] - want["score"]) > SCORE_TOLERANCE:
+                raise PackageFailed(f"{where}: the handler scored a '{want['label']}' test "
+                                    f"image {top['score']:.6f}, the build {want['score']:.6f}; "
+                                    "preprocessing or engine differs")
+            got.append(top)
     if not 400 <= bad.get("statusCode", 0) < 500 or "error" not in body(bad):
         raise PackageFailed(f"{where}: a request that is not an image got {bad}")
     return {"label": got[0]["label"], "score": got[0]["score"], "expected": samples[0].label,
