@@ -91,8 +91,12 @@ def main() -> int:
         print(f"recipes neither built here nor left out on purpose: {sorted(unaccounted)}")
         return 1
     with tempfile.TemporaryDirectory(prefix="ci-recipes-") as tmp:
+        # a cache of their own; tool environments (the MXNet venv, qemu roots) shared with
+        # the tests', which made them already
         env = {**os.environ, "OPTIMIZER_CACHE": os.environ.get(
-            "OPTIMIZER_CACHE", str(Path(tmp) / "cache"))}
+            "OPTIMIZER_CACHE", str(Path(tmp) / "cache")),
+            "OPTIMIZER_ENVS": os.environ.get(
+                "OPTIMIZER_ENVS", str(Path.home() / ".cache" / "optimizer" / "envs"))}
         base = optimizer("base-image", "--tag", "local/debian-python:3.11", env=env)
         if base.returncode != 0:
             print(f"base-image failed:\n{base.stderr[-2000:]}")

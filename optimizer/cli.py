@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -86,9 +88,27 @@ def _stdout_for_documents(as_json: bool) -> Iterator[None]:
 _signalled: list[int] = []
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Raises KeyboardInterrupt so `finally` blocks remove temporary folders on SIGTERM too.
+
+    Not inside an import: an exception raised while a native module initialises (onnx's
+    enums, via pybind11) aborts the process, leaving its temporary folders behind. There
+    the signal is delivered again 50 ms later, until the import is done.
+    """
+    if _importing(frame):
+        main = threading.main_thread().ident
+        threading.Timer(0.05, signal.pthread_kill, (main, signum)).start()
+        return
     _signalled.append(signum)
-    raise KeyboardInterrupt  # so `finally` blocks remove temporary folders on SIGTERM too
+    raise KeyboardInterrupt
 
 
 def _interrupted() -> NoReturn:

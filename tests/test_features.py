@@ -1,7 +1,7 @@
 """Features through the real command, as a user runs them: every quantization mode in one
 build, crop and BGR preprocessing into the packaged function, a step's artifact packaged
 over three layers, the default output folder, `--force`, `--retry`, and a Fashion-MNIST
-dataset."""
+dataset with letterbox preprocessing."""
 
 from __future__ import annotations
 
@@ -144,7 +144,8 @@ def test_a_fashion_mnist_build(tmp_path, fashion_dir):
         source:
           kind: keras
           path: {tmp_path / "fashion.keras"}
-          preprocess: {{channels: 1, scale: 0.00392156862745098}}
+          preprocess: {{channels: 1, scale: 0.00392156862745098, fit: letterbox,
+                        pad_color: [0, 0, 0]}}
         dataset: {{kind: fashion-mnist, path: {fashion_dir}}}
         steps:
           - {{step: export_onnx, name: fp32}}
@@ -161,3 +162,5 @@ def test_a_fashion_mnist_build(tmp_path, fashion_dir):
     assert doc["source_check"]["verdict"] == "ok" and doc["ship"] in ("fp32", "int8")
     assert [r["class"] for r in doc["per_class"]["rows"]][:2] == ["t-shirt/top", "trouser"]
     assert np.sum([r["n"] for r in doc["per_class"]["rows"]]) == 100
+    shipped = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert (shipped["fit"], shipped["channels"], shipped["size"]) == ("letterbox", 1, [28, 28])

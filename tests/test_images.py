@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -41,6 +42,13 @@ image:
 """
 
 
+@pytest.fixture(scope="module")
+def image_cache(tmp_path_factory) -> Path:
+    """One cache for this module's image builds: the dependencies for the base's Python are
+    resolved once, as a user's second build would find them."""
+    return tmp_path_factory.mktemp("image-cache")
+
+
 @pytest.fixture(scope="session")
 def base_image() -> str:
     """`optimizer base-image` as a user runs it (it says so when the engine has the tag)."""
@@ -58,9 +66,10 @@ def base_image() -> str:
     return tag
 
 
-def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras, base_image):
+def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras, base_image,
+                                                          image_cache):
     recipe = package_recipe(tmp_path, tiny_keras, IMAGE, name="img")
-    first = build(recipe, tmp_path / "out1", tmp_path / "cache")
+    first = build(recipe, tmp_path / "out1", image_cache)
     assert first.exit_code == 0, first.output
     doc = json.loads(first.stdout)
     kinds = {p["kind"]: p for p in doc["packages"]}
@@ -76,7 +85,7 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
     assert tarball["config_bytes"] < 16 * 1024
     assert [layer["from"] for layer in tarball["layers"]] == ["base", "optimizer", "optimizer"]
 
-    second = build(recipe, tmp_path / "out2", tmp_path / "cache")
+    second = build(recipe, tmp_path / "out2", image_cache)
     assert second.exit_code == 0, second.output
     again = {p["kind"]: p for p in json.loads(second.stdout)["packages"]}["image-tarball"]
     for key in ("config_digest", "manifest_digest", "sha256"):
@@ -130,10 +139,10 @@ def test_engine_image_and_daemonless_tarball_both_classify(tmp_path, tiny_keras,
 
 
 def test_tensorflow_runtime_is_refused_as_zip_and_built_as_image(tmp_path, tiny_keras,
-                                                                  base_image):
+                                                                  base_image, image_cache):
     pkg = "model: source\nzip: {layers: 1}\n" + IMAGE.strip() + "\n  tarball: false"
     recipe = package_recipe(tmp_path, tiny_keras, pkg, name="tf")
-    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    result = build(recipe, tmp_path / "out", image_cache)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     refused = next(p for p in doc["packages"] if "refused" in p)
@@ -160,7 +169,8 @@ def test_a_base_image_the_engine_lacks_is_a_clear_error(tmp_path, tiny_keras):
     assert not list((tmp_path / "cache").glob("objects/*/*"))
 
 
-def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, base_image):
+def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, base_image,
+                                                      image_cache):
     """The AWS base image cannot be pulled here; a local stand-in with its contract (entry
     point running the runtime client, /var/task) proves the lambda template's layout."""
     from optimizer.package.baseimage import ensure_lambda_like
@@ -169,14 +179,15 @@ def test_default_lambda_template_on_a_lambda_like_base(tmp_path, tiny_keras, bas
     pkg = IMAGE.replace("template: debian", "template: lambda").replace(
         "local/debian-python:3.11", base)
     recipe = package_recipe(tmp_path, tiny_keras, pkg, name="lambdatpl")
-    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    result = build(recipe, tmp_path / "out", image_cache)
     assert result.exit_code == 0, result.output
     for rec in json.loads(result.stdout)["packages"]:
         assert rec["template"] == "lambda"
         assert rec["proof"]["label"] == rec["proof"]["expected"]
 
 
-def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, monkeypatch):
+def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, monkeypatch,
+                                             image_cache):
     from optimizer.docker_client import client as engine
     from optimizer.lambda_local.instances import ContainerInstance
     from optimizer.lambda_local.run import run_events
@@ -186,7 +197,7 @@ def test_daemonless_writer_without_an_engine(tmp_path, tiny_keras, base_image, m
     pkg = IMAGE + f"  engine: false\n  base_tarball: {base_tar}\n"
     recipe = package_recipe(tmp_path, tiny_keras, pkg, name="nodaemon")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
-    result = build(recipe, tmp_path / "out", tmp_path / "cache")
+    result = build(recipe, tmp_path / "out", image_cache)
     assert result.exit_code == 0, result.output
     [rec] = json.loads(result.stdout)["packages"]
     assert rec["kind"] == "image-tarball" and "none here to load" in rec["proof"]["skipped"]

@@ -140,7 +140,7 @@ def test_architecture_source_trains_once(tmp_path, cache_env):
           architecture: MobileNetV2
           alpha: 0.35
           input_size: 32
-          train: {epochs: 4, batch_size: 32, learning_rate: 0.003}
+          train: {epochs: 3, batch_size: 32, learning_rate: 0.003}
         dataset:
           kind: sklearn-digits
         steps:
@@ -155,7 +155,7 @@ def test_architecture_source_trains_once(tmp_path, cache_env):
     source = first["artifacts"][0]
     assert source["step"] == "architecture" and not source["cached"]
     assert source["info"]["architecture"] == "MobileNetV2"
-    assert source["info"]["training"]["epoch"] == 4
+    assert source["info"]["training"]["epoch"] == 3
     assert (out / "source.keras").is_file() and (out / "export_onnx.onnx").is_file()
     assert json.loads((out / "preprocess.json").read_text())["size"] == [32, 32]
     second = json.loads(_build(recipe, out).stdout)
@@ -186,6 +186,34 @@ def test_sigterm_mid_step_leaves_no_partial_files(tmp_path, tiny_keras, cache_en
     assert b"nothing was published" in stderr
     assert list(cache_env.rglob(".tmp-*")) == []
     assert not out.exists()
+
+
+def test_a_signal_during_an_import_lands_after_it(tmp_path):
+    """CI caught SIGTERM inside onnx's native init: pybind11 turned the interrupt into an
+    abort (exit -6) that left temporary folders behind."""
+    import subprocess
+    import sys
+
+    (tmp_path / "slow_module.py").write_text(
+        "import signal, time\n"
+        "signal.raise_signal(signal.SIGTERM)\n"
+        "time.sleep(0.3)\n"
+        "DONE = True\n")
+    script = (
+        "import signal, sys, time\n"
+        "from optimizer import cli\n"
+        "signal.signal(signal.SIGTERM, cli._interrupt)\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "try:\n"
+        "    import slow_module\n"
+        "    print('imported', slow_module.DONE, flush=True)\n"
+        "    time.sleep(10)\n"
+        "    print('never interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', cli._signalled)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert run.stdout.splitlines() == ["imported True", "interrupted [15]"], run.stderr
 
 
 def test_fp16_gate_follows_the_target_and_insist(tmp_path, tiny_keras):

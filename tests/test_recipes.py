@@ -17,9 +17,11 @@ runner = CliRunner()
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
-def test_user_photos_recipe_ships_and_reads_every_photo_format(tmp_path, cache_env):
+def test_user_photos_recipe_ships_and_reads_every_photo_format(tmp_path, monkeypatch,
+                                                               zip_build):
     """A model trained elsewhere, photos without labels: the build ships, and the packaged
     function names the digits in photos of every format right (the generator knows them)."""
+    monkeypatch.setenv("OPTIMIZER_CACHE", str(zip_build[0] / "cache"))  # its wheels
     result = runner.invoke(app, ["build", str(RECIPES / "user-photos.yaml"), "--out",
                                  str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output[-3000:]

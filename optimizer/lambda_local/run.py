@@ -1,6 +1,6 @@
-"""A package run as Lambda would run it, for a list of requests: the one way proofs, `invoke`
-and `tune` start a function (a process under the runtime client, or a container), through
-the local Runtime API."""
+"""A package's proof: requests sent in order to one instance of it, started as `invoke` and
+`tune` start one (deployable.py opens the package, instances.py starts a process under the
+runtime client or a container, session.py speaks the Runtime API to it)."""
 
 from __future__ import annotations
 
