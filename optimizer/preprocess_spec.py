@@ -35,8 +35,10 @@ class Preprocess(BaseModel):
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
     layout: Literal["NHWC", "NCHW"] = "NHWC"
-    resize: Literal["nearest", "bilinear", "bicubic"] = Field(
-        default="bilinear", description="resampling filter")
+    resize: Literal["nearest", "bilinear", "bicubic", "bicubic-opencv"] = Field(
+        default="bilinear", description="resampling filter; bicubic-opencv: OpenCV's (a "
+        "sharper kernel than PIL's), as MXNet's imresize and so MXNet Model Server's stock "
+        "vision services resized")
     fit: Literal["stretch", "crop", "letterbox"] = Field(
         default="stretch", description="stretch to the input size; crop: resize (the shorter "
         "side to resize_to, or both sides to [h, w]) then crop the center; letterbox: fit "

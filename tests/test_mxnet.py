@@ -8,10 +8,12 @@ MXNet never enters it.
 
 from __future__ import annotations
 
+import base64
 import importlib.abc
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import zipfile
@@ -66,15 +68,30 @@ def models(tmp_path_factory) -> dict[str, Path]:
     made: dict[str, Path] = {}
     for style in ("gluon", "module"):
         folder = root / style
+        # the Module checkpoint goes into MMS 0.4's layout with its stock vision service,
+        # which fed raw pixels: trained on those, as its users' models were
         contract = example.train_resnet(ds, folder, NAME, size=16, layers=(1, 1, 1, 1),
-                                        widths=(8, 8, 16, 24, 32), epochs=2, style=style)
+                                        widths=(8, 8, 16, 24, 32), epochs=2, style=style,
+                                        raw_pixels=style == "module")
         example.write_extras(folder, contract, service=style == "gluon")
         made[f"{style}-symbol"] = folder / f"{NAME}-symbol.json"
         made[f"{style}-params"] = folder / f"{NAME}-0000.params"
+        if style == "gluon":
+            made["contract"] = contract  # type: ignore[assignment]
     out = root / "out"
     for fmt in ("default", "tgz", "no-archive"):
         made[fmt] = example.model_archiver(root / "gluon", NAME, out, fmt)
     made["legacy"] = example.legacy_export(root / "module", NAME)
+    # the same network and weights, its normalisation written in the handler's code
+    shutil.copytree(root / "gluon", root / "in-code")
+    example.write_extras(root / "in-code", made["contract"], normalise_in="handler")
+    made["in-code"] = example.model_archiver(root / "in-code", NAME, root / "out-in-code")
+    # a handler that needs a package the MXNet environment lacks
+    shutil.copytree(root / "gluon", root / "broken")
+    service = root / "broken" / example.SERVICE.name
+    service.write_text("import boto3_ext  # noqa\n" + service.read_text())
+    made["broken"] = example.model_archiver(root / "broken", NAME, root / "out-broken",
+                                            "no-archive")
     return made
 
 
@@ -113,11 +130,25 @@ def test_archive_converts_with_parity(tmp_path, models, cache_env, key):
     pre = json.loads((tmp_path / "out" / "preprocess.json").read_text())
     # the archive's contract reaches the handler: NCHW at its size, its mean/std
     assert pre["layout"] == "NCHW" and pre["size"] == [16, 16]
-    style = "module" if key == "legacy" else "gluon"
-    sig = json.loads((models[f"{style}-symbol"].parent / "signature.json").read_text())
-    assert pre["mean"] == sig["inputs"][0]["mean"] and pre["std"] == sig["inputs"][0]["std"]
+    sig = json.loads((models["gluon-symbol"].parent / "signature.json").read_text())
+    if key == "legacy":  # MMS's stock vision service: OpenCV's bicubic, never normalised
+        assert (pre["mean"], pre["std"], pre["resize"]) == ([0.0], [1.0], "bicubic-opencv")
+    else:
+        assert pre["mean"] == sig["inputs"][0]["mean"] and pre["std"] == sig["inputs"][0]["std"]
     assert pre["scale"] == 1.0  # MMS fed raw 0..255 pixels
-    assert "## From MXNet" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## From MXNet" in report
+    # the handler run by MMS 1.x's own loader: ours, or MMS 0.4's stock vision service
+    handler = src["info"]["handler"]
+    assert handler["verdict"] == "ok" and handler["top1_agreement"] == 100.0, handler
+    assert handler["samples"] == min(200, doc["dataset"]["splits"]["test"])
+    assert handler["max_score_diff"] < 1e-3
+    label, score = ("class", "probability") if key == "legacy" else ("label", "score")
+    keys = [score, label] if key == "legacy" else [label, score]  # each handler's own order
+    assert handler["answer_shape"] == {"kind": "top-k list", "k": 5, "label": label,
+                                       "score": score, "keys": keys}
+    assert f"handler agreement: `{handler['handler']}` run on" in report
+    assert doc["migration"]["conversion"]["handler"] == handler
 
 
 def test_module_checkpoint_source_and_parity_gate(tmp_path, models, cache_env):
@@ -288,3 +319,136 @@ def test_env_that_cannot_import_is_remade(tmp_path, models, monkeypatch):
     assert info["mxnet"] == "1.9.1" and info["input_name"] == "data"
     assert any("cannot import" in ln and "hit" in ln for ln in lines)
     assert any("creating the mxnet environment" in ln for ln in lines)
+
+
+def _rejected(tmp_path: Path, source: str, dataset: str, out: str):
+    recipe = write_recipe(tmp_path, RECIPE.format(source=source, extra="").replace(
+        "kind: sklearn-digits", dataset), name=f"{out}.yaml")
+    result = runner.invoke(app, ["build", str(recipe), "--out", str(tmp_path / out), "--json"])
+    return result, json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_a_handler_that_normalises_in_code_stops_the_build_with_the_fix(
+        tmp_path, models, cache_env, labelled):
+    """signature.json lists no mean or std; the handler's code has them. The conversion is
+    sound, so parity passes; the handler's answers show the pixels are wrong, with or
+    without labels, and the variant that matches them is named."""
+    contract = models["contract"]
+    dataset = "kind: sklearn-digits"
+    if not labelled:  # a user with images and no annotations
+        from PIL import Image
+
+        loose = tmp_path / "photos"
+        loose.mkdir()
+        ds = load_dataset(DigitsDataset(kind="sklearn-digits"))
+        for i in range(300):
+            Image.fromarray(ds.images[i]).save(loose / f"img{i:04d}.png")
+        dataset = f"kind: folder\n  path: {loose}"
+    source = f"kind: mms-archive\n  path: {models['in-code']}"
+    result, doc = _rejected(tmp_path, source, dataset, "first")
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "first").exists()
+    check = doc["source_check"]
+    assert check["verdict"] == "rejected" and check["top1_agreement"] < 50
+    assert "the handler's code probably normalises the pixels itself" in result.output
+    assert len(check["examples"]) == 3 and "handler '" in check["examples"][0]
+    import yaml
+
+    fix = yaml.safe_load(check["suggested_preprocess"])
+    assert fix["scale"] == 1.0 and fix["mean"] == contract["mean"]
+    assert fix["std"] == contract["std"]
+    # pasted as the message says, the next build ships, answering as the handler does
+    pasted = source + f"\n  preprocess: {check['suggested_preprocess']}"
+    result, doc = _rejected(tmp_path, pasted, dataset, "second")
+    assert result.exit_code == 0, result.output
+    handler = doc["artifacts"][0]["info"]["handler"]
+    assert handler["verdict"] == "ok" and handler["top1_agreement"] == 100.0
+    assert doc["ship"] is not None
+
+
+def test_a_handler_that_cannot_run_here_is_said_and_can_be_required(tmp_path, models,
+                                                                     cache_env):
+    source = f"kind: mms-archive\n  path: {models['broken']}"
+    result, doc = _build(tmp_path, source)
+    assert result.exit_code == 0, result.output
+    handler = doc["artifacts"][0]["info"]["handler"]
+    assert handler["verdict"] == "not run"
+    assert "ModuleNotFoundError: No module named 'boto3_ext'" in handler["reason"]
+    said = " ".join(result.output.split())  # the console wraps at its width
+    assert ("warning: the archive's handler cannot run here (mms_service:handle failed to "
+            "load: ModuleNotFoundError: No module named 'boto3_ext')") in said
+    assert "validate.require_handler_parity makes this fail" in said
+    result, _ = _build(tmp_path, source, "require_handler_parity: true", out="required")
+    assert result.exit_code == 1
+    assert "validate.require_handler_parity" in result.output and "boto3_ext" in result.output
+    assert not (tmp_path / "required").exists()
+
+
+def test_the_function_answers_in_the_handlers_shape(tmp_path, models, cache_env):
+    """The old endpoint's clients need no change: the packaged handler's body for one image
+    is the MMS handler's answer for the same bytes, key for key."""
+    import importlib
+
+    from optimizer.model import ModelRef
+    from optimizer.package.function import assemble
+    from optimizer.package.proof import output_kind
+    from optimizer.preprocess_spec import Preprocess
+    from optimizer.sources.mxnet import handler_check
+
+    result, doc = _build(tmp_path, f"kind: mms-archive\n  path: {models['default']}")
+    assert result.exit_code == 0, result.output
+    shape = doc["artifacts"][0]["info"]["handler"]["answer_shape"]
+    pre = Preprocess.model_validate_json((tmp_path / "out" / "preprocess.json").read_text())
+    ds = load_dataset(DigitsDataset(kind="sklearn-digits"))
+    images = handler_check.encode([ds.images[i] for i in ds.indices("test", 3)], "png")
+    theirs = handler_check.run_handler(models["default"], images, print)["answers"]
+    ref = ModelRef("onnx", tmp_path / "out" / "source.onnx", pre, ds.classes)
+    assemble(tmp_path / "fn", ref, "mx", 1769, 5, 4, output_kind(ref, ds), answer=shape)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OPTIMIZER_MODEL_DIR", str(tmp_path / "fn" / "model"))
+    try:
+        import optimizer.handler.app as fn
+
+        fn = importlib.reload(fn)
+        for data, answer in zip(images, theirs, strict=True):
+            event = {"image": base64.b64encode(data).decode()}
+            resp = fn.lambda_handler(event, None)
+            ours = json.loads(resp["body"])
+            assert resp["statusCode"] == 200 and int(resp["headers"]["x-threads"]) >= 1
+            assert [list(o) for o in ours] == [list(a) for a in answer]  # keys, in order
+            assert [o["label"] for o in ours] == [a["label"] for a in answer]
+            assert np.allclose([o["score"] for o in ours], [a["score"] for a in answer],
+                               atol=1e-4)
+    finally:
+        mp.undo()
+
+
+def test_opencv_bicubic_matches_mxnets_imresize(tmp_path):
+    """MMS's stock vision services resized with MXNet's imresize (OpenCV's bicubic): the
+    handler's `bicubic-opencv` gives the same pixels, so such an endpoint's answers can be
+    reproduced; PIL's bicubic cannot (another kernel)."""
+    from PIL import Image
+
+    from optimizer.handler.pixels import cv_bicubic
+
+    rng = np.random.RandomState(0)
+    cases = [(8, 8, 16, 16), (30, 40, 16, 16), (17, 23, 224, 224), (300, 200, 224, 224)]
+    for i, (h, w, _, _) in enumerate(cases):
+        np.save(tmp_path / f"in{i}.npy", rng.randint(0, 256, (h, w, 3)).astype(np.uint8))
+    script = ("import json, sys, numpy as np, mxnet as mx\n"
+              "cases = json.loads(sys.argv[2])\n"
+              "for i, (h, w, oh, ow) in enumerate(cases):\n"
+              "    a = mx.nd.array(np.load(f'{sys.argv[1]}/in{i}.npy'), dtype=np.uint8)\n"
+              "    out = mx.image.imresize(a, ow, oh, 2).asnumpy()\n"
+              "    np.save(f'{sys.argv[1]}/out{i}.npy', out)\n")
+    bridge.tool(["-c", script, str(tmp_path), json.dumps(cases)], cwd=tmp_path)
+    for i, (h, w, oh, ow) in enumerate(cases):
+        src = np.load(tmp_path / f"in{i}.npy")
+        theirs = np.load(tmp_path / f"out{i}.npy").astype(int)
+        ours = np.asarray(cv_bicubic(Image.fromarray(src), (ow, oh))).astype(int)
+        pil = np.asarray(Image.fromarray(src).resize((ow, oh), Image.BICUBIC)).astype(int)
+        # within one level of rounding, on a few pixels at most
+        assert np.abs(ours - theirs).max() <= 1 and np.mean(ours != theirs) < 0.01, \
+            ((h, w, oh, ow), np.mean(ours != theirs))
+        assert np.abs(pil - theirs).max() > np.abs(ours - theirs).max()

@@ -118,14 +118,24 @@ def images_from_event(event: Any, max_bytes: int, max_images: int) -> list[bytes
     return images
 
 
-def response(status: int, doc: dict) -> dict:
+def response(status: int, doc: Any, headers: dict[str, str] | None = None) -> dict:
     """Proxy-integration shape, understood by API Gateway, Function URLs and direct callers."""
     return {
         "statusCode": status,
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": "application/json", **(headers or {})},
         "isBase64Encoded": False,
         "body": json.dumps(doc, separators=(",", ":")),
     }
+
+
+def shaped(predictions: list[list[dict]], answer: dict[str, Any]) -> list:
+    """The old endpoint's answer: its handler's top-k list of {label, score} objects with
+    its key names, one list per image (a request of one image gets the list itself, as one
+    MMS request did)."""
+    ours = {answer["label"]: "label", answer["score"]: "score"}
+    rows = [[{k: p[ours[k]] for k in answer["keys"] if k in ours} for p in top[:answer["k"]]]
+            for top in predictions]
+    return rows[0] if len(rows) == 1 else rows
 
 
 def error(status: int, code: str, message: str, request_id: str | None = None) -> dict:

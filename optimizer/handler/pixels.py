@@ -22,6 +22,8 @@ RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
 }
+CV_CUBIC_A = -0.75  # OpenCV's bicubic kernel; PIL's is -0.5
+CV_COEF_BITS = 11  # OpenCV's fixed-point weights for 8-bit images
 # decompression-bomb guard for every decoded image (about 40 megapixels)
 MAX_PIXELS = 40_000_000
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -97,11 +99,42 @@ def _fill(color: list[int], mode: str) -> int | tuple[int, ...]:
     return rgb if mode == "RGB" else Image.new("RGB", (1, 1), rgb).convert("L").getpixel((0, 0))
 
 
+def _cv_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    fx = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    sx = np.floor(fx).astype(np.int64)
+    f = (fx - sx).astype(np.float32)
+    a = CV_CUBIC_A
+    w0 = ((a * (f + 1) - 5 * a) * (f + 1) + 8 * a) * (f + 1) - 4 * a
+    w1 = ((a + 2) * f - (a + 3)) * f * f + 1
+    w2 = ((a + 2) * (1 - f) - (a + 3)) * (1 - f) * (1 - f) + 1
+    w = np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
+    index = np.clip(sx[:, None] + np.arange(-1, 3)[None, :], 0, n_in - 1)
+    return index, np.round(w * (1 << CV_COEF_BITS)).astype(np.int64)
+
+
+def cv_bicubic(pil: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """OpenCV's 8-bit bicubic resize, as MXNet's imresize (and so MMS's stock vision
+    services) did it: the same 8-bit pixels but for a rare one-level rounding difference."""
+    arr = np.asarray(pil).astype(np.int64)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    (yi, yw), (xi, xw) = _cv_weights(arr.shape[0], size[1]), _cv_weights(arr.shape[1], size[0])
+    rows = (arr[:, xi] * xw[None, :, :, None]).sum(axis=2)
+    out = (rows[yi] * yw[:, :, None, None]).sum(axis=1)
+    out = np.clip((out + (1 << (2 * CV_COEF_BITS - 1))) >> (2 * CV_COEF_BITS), 0, 255)
+    return Image.fromarray(out.astype(np.uint8).squeeze(axis=2) if pil.mode == "L"
+                           else out.astype(np.uint8), pil.mode)
+
+
+def _resized(pil: Image.Image, size: tuple[int, int], spec: dict[str, Any]) -> Image.Image:
+    if spec.get("resize") == "bicubic-opencv":
+        return cv_bicubic(pil, size)
+    return pil.resize(size, RESAMPLE[spec.get("resize", "bilinear")])
+
+
 def _geometry(pil: Image.Image, spec: dict[str, Any]) -> Image.Image:
     """stretch (resize to the input size), crop (ImageNet's resize then center crop) or
     letterbox (fit inside, pad the rest)."""
     h, w = spec["size"]
-    filt = RESAMPLE[spec.get("resize", "bilinear")]
     fit = spec.get("fit", "stretch")
     src_w, src_h = pil.size
     if fit == "crop":
@@ -113,18 +146,18 @@ def _geometry(pil: Image.Image, spec: dict[str, Any]) -> Image.Image:
             k = short / min(src_w, src_h)
             new_w, new_h = max(w, round(src_w * k)), max(h, round(src_h * k))
         if (new_w, new_h) != pil.size:
-            pil = pil.resize((new_w, new_h), filt)
+            pil = _resized(pil, (new_w, new_h), spec)
         left, top = (new_w - w) // 2, (new_h - h) // 2
         return pil.crop((left, top, left + w, top + h))
     if fit == "letterbox":
         k = min(w / src_w, h / src_h)
         new_w, new_h = max(1, min(w, round(src_w * k))), max(1, min(h, round(src_h * k)))
         if (new_w, new_h) != pil.size:
-            pil = pil.resize((new_w, new_h), filt)
+            pil = _resized(pil, (new_w, new_h), spec)
         canvas = Image.new(pil.mode, (w, h), _fill(spec.get("pad_color", [0, 0, 0]), pil.mode))
         canvas.paste(pil, ((w - new_w) // 2, (h - new_h) // 2))
         return canvas
-    return pil if pil.size == (w, h) else pil.resize((w, h), filt)
+    return pil if pil.size == (w, h) else _resized(pil, (w, h), spec)
 
 
 def to_batch(images: list[np.ndarray] | np.ndarray, spec: dict[str, Any]) -> np.ndarray:

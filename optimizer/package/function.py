@@ -21,9 +21,11 @@ def handler_bytes() -> int:
 
 def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
              max_images: int, output: str, runtime: str = targets.DEFAULT_RUNTIME,
-             arch: str = "x86_64", engine: str | None = None) -> dict:
+             arch: str = "x86_64", engine: str | None = None,
+             answer: dict | None = None) -> dict:
     """Writes dest/handler and dest/model; returns the manifest. `engine` is the inference
-    runtime (default: the one for the model's kind)."""
+    runtime (default: the one for the model's kind); `answer`, an MMS handler's answer
+    shape to respond with."""
     if model.kind not in MODEL_FILES:
         raise ValueError(f"a {model.kind} model cannot be packaged; export it first")
     engine = engine or targets.default_engine(model.kind)
@@ -52,5 +54,8 @@ def assemble(dest: Path, model: ModelRef, name: str, memory_mb: int, top_k: int,
         "vcpu_steps": [list(s) for s in targets.VCPU_STEPS],
         "mb_per_vcpu": targets.MB_PER_VCPU,
     }
+    if answer is not None:
+        manifest["answer"] = answer
+        manifest["top_k"] = max(top_k, answer["k"])
     (dest / "model" / "package.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return manifest

@@ -55,10 +55,10 @@ class Packager:
         self.ran = ran or (lambda label: progress.log(f"[cyan]run[/]    {label}"))
 
     def run(self, art: Artifact, dataset: Dataset, work: Path, reference: list[int],
-            engine: str | None = None) -> Packages:
+            engine: str | None = None, answer: dict | None = None) -> Packages:
         """`engine`: the inference engine to ship (default: the model kind's own);
         `reference`: the source's top-1 on the test split (what 'right' means without
-        labels)."""
+        labels); `answer`: an MMS handler's answer shape, to respond with."""
         cfg, t = self.recipe.package, self.recipe.target
         out = Packages()
         runtime = targets.RUNTIMES[t.runtime]
@@ -73,7 +73,7 @@ class Packager:
                              f"{', ...' if len(missing) > 8 else ''} was answered right")
         function_dir = work / "function"
         assemble(function_dir, art.model, self.recipe.name, t.memory_mb, cfg.top_k,
-                 cfg.max_images, output, t.runtime, arch, kind)
+                 cfg.max_images, output, t.runtime, arch, kind, answer)
         shown = samples[:min(SAMPLE_EVENT_IMAGES, cfg.max_images)]
         (work / SAMPLE_EVENT).write_text(json.dumps(
             sample_event([x.png for x in shown])))

@@ -30,14 +30,16 @@ class Strict(BaseModel):
 
 # --- sources -------------------------------------------------------------------------
 
+LabelsFile = Annotated[ExistingFile | None, Field(
+    description="the model's label names in output order: one per line, or a JSON list; "
+    "checked against the dataset's classes")]
+
 
 class KerasSource(Strict):
     produces: ClassVar[str] = "tf"
     kind: Literal["keras"]
     path: ExistingFile = Field(description=".keras or .h5 file, loaded with safe mode on")
-    labels: ExistingFile | None = Field(
-        default=None, description="the model's label names in output order: one per line, or "
-        "a JSON list; checked against the dataset's classes")
+    labels: LabelsFile = None
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
     @field_validator("path")
@@ -53,9 +55,7 @@ class SavedModelSource(Strict):
     kind: Literal["savedmodel"]
     path: ExistingDir
     signature: str = "serving_default"
-    labels: ExistingFile | None = Field(
-        default=None, description="the model's label names in output order: one per line, or "
-        "a JSON list; checked against the dataset's classes")
+    labels: LabelsFile = None
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
     @field_validator("path")
@@ -70,9 +70,7 @@ class OnnxSource(Strict):
     produces: ClassVar[str] = "onnx"
     kind: Literal["onnx"]
     path: ExistingFile
-    labels: ExistingFile | None = Field(
-        default=None, description="the model's label names in output order: one per line, or "
-        "a JSON list; checked against the dataset's classes")
+    labels: LabelsFile = None
     preprocess: Preprocess = Field(default_factory=Preprocess)
 
 
@@ -92,9 +90,26 @@ class ArchitectureSource(StudentSpec):
 class Parity(Strict):
     """How closely the ONNX model must reproduce MXNet on the dataset's test images."""
 
-    max_abs_diff: float = Field(default=1e-4, gt=0, description="over every output value")
+    max_rel_diff: float = Field(
+        default=1e-4, gt=0, description="max |MXNet - ONNX| over the outputs' size, "
+        "max(1, max |MXNet output|): float error grows with the values, so unnormalised "
+        "inputs' large outputs do not fail a sound conversion")
+    max_abs_diff: float | None = Field(default=None, gt=0, description="an absolute bound "
+                                       "over every output value too, if set")
     min_top1_agreement: float = Field(default=1.0, ge=0, le=1)
     samples: int = Field(default=512, ge=1, description="test images compared (at most)")
+
+
+class HandlerCheck(Strict):
+    """The archive's handler run on the encoded test images and compared with the converted
+    model: the old endpoint's answers are what "right" means, with labels or without."""
+
+    min_agreement: float = Field(
+        default=99.0, ge=0, le=100, description="top-1 agreement with the handler, percent; "
+        "below it the build stops before any step, naming the preprocessing that agrees")
+    samples: int = Field(default=200, ge=1, description="test images sent (at most)")
+    image_format: Literal["png", "jpeg"] = Field(
+        default="png", description="how the images are encoded, as the endpoint got them")
 
 
 class _MxnetCommon(Strict):
@@ -137,6 +152,7 @@ class MmsArchiveSource(_MxnetCommon):
 
     kind: Literal["mms-archive"]
     path: ExistingPath = Field(description="archive file, or a no-archive folder")
+    handler: HandlerCheck = Field(default_factory=HandlerCheck)
 
     def input_files(self) -> list[Path]:
         return [self.path]
@@ -347,6 +363,9 @@ class Gates(Strict):
         default=False, description="fail the build (exit 1) when a package could not be run "
         "on the target's CPU or a compared target could not be timed (qemu-user or "
         "debootstrap missing); `optimizer build --require-proof` sets it too")
+    require_handler_parity: bool = Field(
+        default=False, description="fail the build (exit 1) when an MMS archive's handler "
+        "cannot be run here to compare the converted model with")
     cold_starts_per_1000: float = Field(
         default=targets.DEFAULT_COLD_STARTS_PER_1000, ge=0, le=1000,
         description="cold starts per 1,000 requests the cost per million assumes (each bills "
@@ -428,6 +447,10 @@ class PackageConfig(Strict):
     zip: ZipConfig | None = None
     image: ImageConfig | None = None
     top_k: int = Field(default=5, ge=1, le=1000)
+    response: Literal["handler", "optimizer"] = Field(
+        default="handler", description="an MMS archive's function answers as its handler did "
+        "(its top-k list of {label, score}, with its key names), so the old endpoint's "
+        "clients need no change; `optimizer`: {\"predictions\": ...} as for other sources")
     max_images: int = Field(default=16, ge=1, le=1024,
                             description="images per request before a 413 error")
     tune: TuneConfig | None = Field(default=None, description="memory sweep of the zip (or "

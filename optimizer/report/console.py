@@ -87,6 +87,9 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
         p = par["parity"]
         console.print(f"MXNet -> ONNX: max |diff| {p['max_abs_diff']:.3g} over {p['samples']} "
                       f"test images, top-1 agreement {p['top1_agreement']:.4f}")
+        if (h := par.get("handler")) and h["verdict"] != "not run":
+            console.print(escape(f"handler {h['handler']}: {h['top1_agreement']:.2f}% top-1 "
+                                 f"agreement over {h['samples']} test images"))
     for b in (r.get("migration") or {}).get("cost", {}).get("baselines", []):
         if below := b["lambda_cheaper_below_images_per_hour"]:
             console.print(f"{b['setup']}: ${b['usd_per_million_images']} per 1M images at "

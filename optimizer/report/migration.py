@@ -40,6 +40,8 @@ def section(r: dict[str, Any], baselines: list[str]) -> dict[str, Any] | None:
         out["conversion"] = {k: source.get(k) for k in (
             "mxnet", "archive", "input_name", "input_shape", "mxnet_ops", "params", "conversion",
             "parity")}
+        if "handler" in source:
+            out["conversion"]["handler"] = source["handler"]
     if baselines:
         lam = _lambda_rows(r)
         best = min((x["usd_per_million_images"] for x in lam), default=None)
@@ -81,10 +83,13 @@ def markdown(m: dict[str, Any]) -> list[str]:
                          f"{'yes' if arc['labels_from_synset'] else 'no'}")
             lines += [f"- note: {n}" for n in arc.get("notes", [])]
         lines.append(f"- parity on {p['samples']} test images: max |MXNet - ONNX| "
-                     f"{p['max_abs_diff']:.3g} (allowed {p['max_abs_diff_allowed']:g}), mean "
+                     f"{p['max_abs_diff']:.3g}, {_relative(p)}, mean "
                      f"{p['mean_abs_diff']:.3g}, top-1 agreement {p['top1_agreement']:.4f}; "
-                     f"MXNet accuracy {100 * p.get('mxnet_accuracy', 0):.2f}%, ONNX "
-                     f"{100 * p.get('onnx_accuracy', 0):.2f}%")
+                     + (f"MXNet accuracy {100 * p['mxnet_accuracy']:.2f}%, ONNX "
+                        f"{100 * p['onnx_accuracy']:.2f}%" if "mxnet_accuracy" in p
+                        else "no labels"))
+        if h := c.get("handler"):
+            lines.append(_handler_line(h))
     if cost := m.get("cost"):
         lines += ["", "## Cost against the old setup", "",
                   "| setup | workload | images/s | latency ms | $/hour | $ per 1M images | "
@@ -102,3 +107,21 @@ def markdown(m: dict[str, Any]) -> list[str]:
         lines += ["", f"Baselines: {cost['source']}. {cost['note']}.",
                   f"Lambda rows: {cost['lambda'][0]['method'] if cost['lambda'] else '-'}."]
     return lines
+
+
+def _relative(p: dict[str, Any]) -> str:
+    if "max_rel_diff" not in p:  # reports from before relative parity
+        return f"allowed {p['max_abs_diff_allowed']:g}"
+    allowed = f"allowed {p['max_rel_diff_allowed']:g}" + (
+        f", and {p['max_abs_diff_allowed']:g} absolute" if p.get("max_abs_diff_allowed") else "")
+    return f"{p['max_rel_diff']:.3g} of the outputs' size ({allowed})"
+
+
+def _handler_line(h: dict[str, Any]) -> str:
+    if h["verdict"] == "not run":
+        return f"- handler `{h['handler']}` not run here: {h['reason']}"
+    scores = (f", scores within {h['max_score_diff']:.3g}" if h.get("max_score_diff")
+              is not None else ", no scores in its answers")
+    return (f"- handler agreement: `{h['handler']}` run on {h['samples']} test images "
+            f"({h['image_format'].upper()}) agrees with the converted model on "
+            f"{h['top1_agreement']:.2f}% top-1 (at least {h['min_agreement']:g}%){scores}")

@@ -7,10 +7,15 @@ HybridBlock.export() and packed by the real model-archiver 1.0.3. All of it runs
 optimizer's isolated MXNet environment:
 
     python recipes/models/make_resnet_mar.py
+
+`--normalise-in handler` writes the mean and std into the handler's code instead of
+signature.json, as hand-written handlers often do (the build then finds them by running
+the handler); `--out` puts the archive elsewhere.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,15 +29,20 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--normalise-in", choices=("signature", "handler"), default="signature")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder for the .mar")
+    args = ap.parse_args()
     # the recipe's split, so the archive never saw the recipe's test images
     ds = load_dataset(DigitsDataset(kind="sklearn-digits", split=Split(test=0.2, val=0.1, seed=0)))
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / NAME
         contract = example.train_resnet(ds, folder, NAME, size=32, epochs=8)
-        example.write_extras(folder, contract)
+        example.write_extras(folder, contract, normalise_in=args.normalise_in)
         made = example.model_archiver(folder, NAME, Path(tmp) / "out")
-        shutil.copy(made, HERE / made.name)
-    print(f"wrote {HERE / made.name}")
+        shutil.copy(made, args.out / made.name)
+    print(f"wrote {args.out / made.name}")
 
 
 if __name__ == "__main__":

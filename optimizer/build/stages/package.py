@@ -31,4 +31,6 @@ def package(recipe: Recipe, chosen: Selection, dataset: Dataset, ledger: Ledger,
     source = chosen.artifacts[0].measured.accuracy
     assert source is not None
     packager = Packager(recipe, ledger.cached_dir, progress, ledger.ran)
-    return packager.run(art, dataset, work, list(source.top1), engine)
+    handler = chosen.artifacts[0].model.info.get("handler") or {}
+    answer = handler.get("answer_shape") if cfg.response == "handler" else None
+    return packager.run(art, dataset, work, list(source.top1), engine, answer)

@@ -15,6 +15,7 @@ from optimizer.codekey import code_of
 from optimizer.data.classes import reconcile, relabel
 from optimizer.data.dataset import Dataset
 from optimizer.data.load import load_dataset
+from optimizer.errors import SourceRejected
 from optimizer.model import file_digests
 from optimizer.progress import Progress
 from optimizer.recipe.schema import Recipe
@@ -64,7 +65,20 @@ def load(recipe: Recipe, stage: Stage) -> Artifact:
     ref, cached, secs = stage.ledger.cached_model(
         key, f"source ({what})",
         lambda tmp, ckpt: loader.load(cfg, dataset, stage.context(tmp, ckpt)))
+    _required_handler(recipe, ref.info)
     return Artifact("source", cfg.kind, ref, cached, secs)
+
+
+def _required_handler(recipe: Recipe, info: dict) -> None:
+    """validate.require_handler_parity: the old endpoint's handler must have been compared."""
+    if not recipe.gates.require_handler_parity:
+        return
+    handler = info.get("handler") or {
+        "verdict": "not run", "reason": f"a {recipe.source.kind} source carries no handler"}
+    if handler["verdict"] != "ok":
+        raise SourceRejected("validate.require_handler_parity: the archive's handler was not "
+                             f"compared with the converted model ({handler['reason']})",
+                             {"verdict": "rejected", "handler": handler})
 
 
 def named(data: Data, source: Artifact) -> Data:

@@ -387,3 +387,27 @@ def unpack(path: Path, dest: Path, limits: Limits = Limits()) -> ArchiveInfo:
     info.labels = _labels(arc, plan)
     arc.extract([plan.symbol, plan.params], dest)
     return info
+
+
+@dataclass
+class HandlerFolder:
+    """The model folder as MMS 1.x unpacks it for the handler: every file, not only the
+    graph and weights."""
+
+    model_dir: Path
+    manifest: dict
+    handler: str | None
+    model_name: str
+    layout: str
+
+
+def unpack_for_handler(path: Path, dest: Path, limits: Limits = Limits()) -> HandlerFolder:
+    """All members of the model's folder into `dest` (a folder is read in place), with the
+    checks `unpack` makes."""
+    arc = Archive(path, limits)
+    root, layout, manifest = _model_root(arc)
+    plan = _plan(arc)
+    arc.extract(sorted(n for n in arc.members if n.startswith(root)), dest)
+    base = path if arc.kind == "folder" else dest
+    return HandlerFolder(base.joinpath(*PurePosixPath(root).parts) if root else base,
+                         manifest, plan.handler, plan.model_name, layout)

@@ -10,7 +10,6 @@ the serving benchmark all come from here.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,16 @@ def pixels(dataset, split: str, size: int, channels: int) -> np.ndarray:
 def train_resnet(dataset, folder: Path, name: str, *, size: int = 32, channels: int = 3,
                  layers: tuple[int, ...] = (2, 2, 2, 2),
                  widths: tuple[int, ...] = (16, 16, 32, 64, 128), epochs: int = 8,
-                 style: str = "gluon", seed: int = 0, log=print) -> dict:
-    """Train and save `<folder>/<name>-symbol.json` and `-0000.params`; returns the contract."""
+                 style: str = "gluon", seed: int = 0, raw_pixels: bool = False,
+                 log=print) -> dict:
+    """Train and save `<folder>/<name>-symbol.json` and `-0000.params`; returns the contract.
+    `raw_pixels`: trained on 0..255 pixels (mean 0, std 1), as a model served by MMS's stock
+    vision service had to be: it ignores the signature's mean and std."""
     folder.mkdir(parents=True, exist_ok=True)
     x = pixels(dataset, "train", size, channels)
     y = dataset.labels_of("train")
-    mean = [round(float(v), 3) for v in x.mean(axis=(0, 2, 3))]
-    std = [round(float(v), 3) for v in x.std(axis=(0, 2, 3))]
+    mean = [0.0] * channels if raw_pixels else [round(float(v), 3) for v in x.mean(axis=(0, 2, 3))]
+    std = [1.0] * channels if raw_pixels else [round(float(v), 3) for v in x.std(axis=(0, 2, 3))]
     data = folder / f"{name}-train.npz"
     np.savez(data, x=x, y=y)
     try:
@@ -53,13 +55,16 @@ def train_resnet(dataset, folder: Path, name: str, *, size: int = 32, channels: 
 
 
 def write_extras(folder: Path, contract: dict, *, signature: bool = True,
-                 synset: bool = True, service: bool = True) -> None:
+                 synset: bool = True, service: bool = True,
+                 normalise_in: str = "signature") -> None:
     """signature.json and synset.txt as MMS archives carry them, plus the 1.x handler
-    (MMS 0.4's exporter adds its own vision service instead)."""
+    (MMS 0.4's exporter adds its own vision service instead). `normalise_in="handler"`
+    writes mean and std into the handler's code and leaves them out of the signature."""
     if signature:
+        norm = {"mean": contract["mean"], "std": contract["std"]}
         (folder / "signature.json").write_text(json.dumps({
             "inputs": [{"data_name": contract["input_name"], "data_shape": contract["shape"],
-                        "mean": contract["mean"], "std": contract["std"]}],
+                        **(norm if normalise_in == "signature" else {})}],
             "input_type": "image/jpeg",  # all MMS 0.4's exporter accepts
             "outputs": [{"data_name": "softmax",
                          "data_shape": [0, len(contract["labels"])]}],
@@ -67,7 +72,11 @@ def write_extras(folder: Path, contract: dict, *, signature: bool = True,
     if synset:
         (folder / "synset.txt").write_text("\n".join(contract["labels"]) + "\n")
     if service:
-        shutil.copy(SERVICE, folder / SERVICE.name)
+        code = SERVICE.read_text()
+        if normalise_in == "handler":
+            code = code.replace("MEAN = None", f"MEAN = {contract['mean']}").replace(
+                "STD = None", f"STD = {contract['std']}")
+        (folder / SERVICE.name).write_text(code)
 
 
 def model_archiver(folder: Path, name: str, export_dir: Path, archive_format: str = "default",

@@ -234,8 +234,88 @@ def train_example(req: dict) -> dict:
     return {"losses": log, "symbol": f"{prefix}-symbol.json", "params": f"{prefix}-0000.params"}
 
 
+def _answer(value):
+    """A handler's answer for one request as JSON data: MMS sends strings and bytes as
+    they are, so a JSON string is parsed."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def _mms_service(req: dict):
+    """The archive's service loaded by MMS 1.x's own loader: a model-archiver manifest's
+    `module:function` (or a service class), or an MMS 0.x service, initialised with MMS's
+    context (system_properties, manifest)."""
+    sys.path.insert(0, req["model_dir"])  # as MMS's worker does
+    from mms.model_loader import ModelLoaderFactory
+
+    loader = ModelLoaderFactory.get_model_loader(req["model_dir"])
+    return loader.load(req["model_name"], req["model_dir"], req["handler"], None, 1)
+
+
+def _request(service, body: bytearray, content_type: str):
+    """One request, set up as MMS's Service.predict sets it up, to the entry point."""
+    from mms.context import RequestProcessor
+    from mms.metrics.metrics_store import MetricsStore
+
+    ctx = service.context
+    ctx.request_ids = {0: "request-0"}
+    ctx.request_processor = [RequestProcessor({"body": {"content-type": content_type}})]
+    ctx.metrics = MetricsStore(ctx.request_ids, ctx.model_name)
+    return service._entry_point([{"body": body}], ctx)
+
+
+def handle(req: dict) -> dict:
+    """The archive's handler run as MMS 1.x runs it, once per image with the encoded bytes as
+    the request body. A handler that cannot run here answers {"unavailable": why}."""
+    import traceback
+
+    try:
+        service = _mms_service(req)
+    except BaseException as exc:  # SystemExit too: a handler must not end the worker
+        traceback.print_exc()
+        return {"unavailable": f"{req['handler']} failed to load: {_last_line(exc)}"}
+    answers = []
+    t0 = time.perf_counter()
+    for path in req["images"]:
+        with open(path, "rb") as f:
+            body = bytearray(f.read())
+        try:
+            out = _request(service, body, req["content_type"])
+        except BaseException as exc:
+            traceback.print_exc()
+            return {"unavailable": f"{req['handler']} raised on {os.path.basename(path)}: "
+                                   f"{_last_line(exc)}"}
+        if not isinstance(out, list) or len(out) != 1:
+            return {"unavailable": f"{req['handler']} returned {type(out).__name__} for one "
+                                   "request; MMS expects a list with one answer per request"}
+        answers.append(_answer(out[0]))
+    module = req["handler"].split(":", 1)[0]
+    source = os.path.join(req["model_dir"], module if module.endswith(".py") else module + ".py")
+    handler_source = None
+    if os.path.isfile(source):
+        with open(source, encoding="utf-8", errors="replace") as f:
+            handler_source = f.read()
+    return {"answers": answers, "source": handler_source,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
 COMMANDS = {"inspect": inspect, "export": export, "forward": forward,
-            "train_example": train_example}
+            "train_example": train_example, "handle": handle}
 
 
 def main() -> int:
