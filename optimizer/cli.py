@@ -428,6 +428,26 @@ def _event(dep, event: Path | None, one_image: bool = False) -> Any:
     return doc
 
 
+def _environment(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.replace("_", "").isalnum():
+            raise BadInput(f"--env {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _bulk_event(sqs: list[Path] | None, s3: list[str] | None) -> dict | None:
+    from optimizer.lambda_local import bulk_events
+
+    if sqs and s3:
+        raise BadInput("--sqs and --s3 make one event each; give one of them")
+    if sqs:
+        return bulk_events.sqs_of_files(sqs)
+    return bulk_events.s3_event(s3) if s3 else None
+
+
 def _memory_sizes(text: str) -> list[int]:
     """Comma-separated memory sizes, each within Lambda's range, or one clear error."""
     from optimizer import targets
@@ -484,6 +504,14 @@ def invoke(
     snap_start: Annotated[bool, typer.Option(
         "--snap-start", help="start as a SnapStart version: init and the before-snapshot "
         "hooks, a restore, the after-restore hooks, then the event (zip packages)")] = False,
+    sqs: Annotated[list[Path] | None, typer.Option(
+        help="send an SQS event, one message a file (base64 image); a folder gives its "
+        "files; repeatable")] = None,
+    s3: Annotated[list[str] | None, typer.Option(
+        help="send an S3 notification for s3://BUCKET/KEY; repeatable")] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE for the function's environment (OPTIMIZER_OUTPUT_BUCKET...); "
+        "repeatable")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a package once as Lambda would; print the response and the REPORT line."""
@@ -496,12 +524,13 @@ def invoke(
         from optimizer.lambda_local.session import Session
 
         _memory_sizes(str(memory))
+        environment = _environment(env or [])
         with tempfile.TemporaryDirectory(prefix="optimizer-invoke-") as work:
-            dep = open_deployable(package, Path(work), runtime, handler)
+            dep = open_deployable(package, Path(work), runtime, handler, environment)
             if snap_start and dep.kind != "zip":
                 raise BadInput(f"{package}: container images cannot use SnapStart; "
                                "--snap-start is for zip packages")
-            payload = _event(dep, event)
+            payload = _bulk_event(sqs, s3) or _event(dep, event)
             session = Session(dep.make(memory, targets.vcpus(memory), timeout), memory,
                               timeout, snap_start=snap_start)
             try:

@@ -47,6 +47,7 @@ import numpy  # noqa: E402, F401
 _mark("numpy")
 from PIL import Image  # noqa: E402
 
+from . import bulk  # noqa: E402
 from .events import BadRequest, error, images_from_event, response, shaped  # noqa: E402
 from .pixels import NotAnImage, decode, to_batch  # noqa: E402
 
@@ -94,8 +95,6 @@ MANIFEST_DATA, RUN, THREADS = _init()
 
 
 def classify(images: list[bytes]) -> list[list[dict]]:
-    m = MANIFEST_DATA
-    pre = m["preprocess"]
     arrays = []
     for i, data in enumerate(images):
         try:
@@ -103,8 +102,7 @@ def classify(images: list[bytes]) -> list[list[dict]]:
         except NotAnImage as exc:
             raise BadRequest(415 if len(images) == 1 else 400, "not_an_image",
                              f"image {i}: {exc}") from None
-    scores = RUN(to_batch(arrays, pre))
-    return top_k(scores, m["labels"], m["top_k"], m["output"] == "logits")
+    return _infer(arrays)
 
 
 def _warm_up() -> None:
@@ -157,9 +155,17 @@ else:
     register_after_restore(after_restore)
 
 
+def _infer(arrays: list) -> list[list[dict]]:
+    m = MANIFEST_DATA
+    return top_k(RUN(to_batch(arrays, m["preprocess"])), m["labels"], m["top_k"],
+                 m["output"] == "logits")
+
+
 def lambda_handler(event: Any, context: Any) -> dict:
     request_id = getattr(context, "aws_request_id", None)
     m = MANIFEST_DATA
+    if bulk.kind(event):  # SQS batches and S3 notifications: each item fails alone
+        return bulk.handle(event, _infer, {"name": m["name"], "digest": m["digest"][:12]})
     try:
         images = images_from_event(event, m["max_request_bytes"], m["max_images"])
         t0 = time.perf_counter()

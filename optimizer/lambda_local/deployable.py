@@ -75,7 +75,8 @@ def built_image(folder: Path) -> str | None:
 
 
 def _runtime_client(python: str, arch: str, glibc: str) -> Path:
-    reqs = wheels.pinned(("awslambdaric",), arch)
+    # boto3 sits beside the runtime client, as in Lambda's managed runtimes; never in packages
+    reqs = wheels.pinned(("awslambdaric", "boto3"), arch)
     key = make_key({"runtime-client": reqs, "python": python, "arch": arch, "glibc": glibc})
     entry, _ = Cache(default_root()).ensure_dir(
         key, lambda tmp: wheels.resolve(reqs, python, arch, glibc, tmp / "runtime"),
@@ -84,10 +85,11 @@ def _runtime_client(python: str, arch: str, glibc: str) -> Path:
 
 
 def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None,
-             emulate: Emulator | None = None, check_imports: bool = False) -> Deployable:
+             emulate: Emulator | None = None, check_imports: bool = False,
+             environment: dict[str, str] | None = None) -> Deployable:
     """`emulate`: run under qemu-user as the target's CPU (for a foreign architecture with
     that architecture's Python); `check_imports`: fail an invocation that loaded a module
-    from outside the package (see import_check)."""
+    from outside the package (see import_check); `environment`: the function's variables."""
     zips, sample = _zips(path)
     task, opt = work / "task", work / "opt"
     extract_zip(zips[0], task)
@@ -114,7 +116,7 @@ def open_zip(path: Path, work: Path, runtime: str | None, handler: str | None,
 
     def make(memory_mb: int, cpus: float, timeout_s: float) -> ProcessInstance:
         return ProcessInstance(python, task, opt, client, handler, memory_mb, cpus, timeout_s,
-                               prefix, check_imports)
+                               prefix, check_imports, environment)
 
     return Deployable("zip", str(path), arch, runtime, sample, make, layers=len(zips) - 1)
 
@@ -149,7 +151,9 @@ def open_image(ref: str, sample: Path | None = None) -> Deployable:
 
 
 def open_deployable(target: str, work: Path, runtime: str | None = None,
-                    handler: str | None = None) -> Deployable:
+                    handler: str | None = None,
+                    environment: dict[str, str] | None = None) -> Deployable:
+    """`environment`: the function's variables (zip packages)."""
     path = Path(target)
     if target.startswith("docker://") or (path.is_file() and path.suffix == ".tar"):
         return open_image(target)
@@ -157,5 +161,5 @@ def open_deployable(target: str, work: Path, runtime: str | None = None,
         sample = path / "package" / "sample-event.json"
         return open_image(image, sample if sample.is_file() else None)
     if path.exists():
-        return open_zip(path, work, runtime, handler)
+        return open_zip(path, work, runtime, handler, environment=environment)
     return open_image(target)

@@ -49,8 +49,9 @@ class ProcessInstance:
 
     def __init__(self, python: Path, task: Path, opt: Path, runtime_dir: Path, handler: str,
                  memory_mb: int, cpus: float, timeout_s: float, prefix: tuple[str, ...] = (),
-                 check_imports: bool = False) -> None:
+                 check_imports: bool = False, environment: dict[str, str] | None = None) -> None:
         self.python, self.task, self.opt, self.runtime_dir = python, task, opt, runtime_dir
+        self.environment = environment or {}  # the function's configured variables
         self.handler, self.memory_mb, self.cpus = handler, memory_mb, cpus
         self.timeout_s, self.prefix, self.check_imports = timeout_s, prefix, check_imports
         self.caps = None if prefix else ProcessCaps(memory_mb, cpus)  # removed at stop
@@ -78,6 +79,7 @@ class ProcessInstance:
             self.caps = ProcessCaps(self.memory_mb, self.cpus)  # the last stop removed it
         paths, handler, extra = self._paths_and_handler()
         env = {
+            **self.environment,  # Lambda's own variables below cannot be overridden
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
             "LAMBDA_TASK_ROOT": str(self.task), "LAMBDA_RUNTIME_DIR": str(self.runtime_dir),
