@@ -448,6 +448,26 @@ def _bulk_event(sqs: list[Path] | None, s3: list[str] | None) -> dict | None:
     return bulk_events.s3_event(s3) if s3 else None
 
 
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise BadInput(f"--batch {text!r}: expected whole numbers, e.g. 1,10,100") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > 10_000:
+        raise BadInput(f"--batch {text!r}: sizes from 1 to 10,000 (SQS's largest batch)")
+    return sizes
+
+
+def _event_images(dep, event: Path | None) -> list[bytes]:
+    """The images an event (or the build's sample event) carries."""
+    from optimizer.handler.events import BadRequest, images_from_event
+
+    try:
+        return images_from_event(_event(dep, event), 1 << 30, 1 << 20)
+    except BadRequest as exc:
+        raise BadInput(f"{event or dep.sample_event}: {exc.message}") from None
+
+
 def _memory_sizes(text: str) -> list[int]:
     """Comma-separated memory sizes, each within Lambda's range, or one clear error."""
     from optimizer import targets
@@ -566,6 +586,9 @@ def tune(
     cold_per_1000: Annotated[float, typer.Option(
         min=0, max=1000, help="cold starts per 1,000 requests the cost assumes (each bills its "
         "Init Duration)")] = 10.0,
+    batch: Annotated[str | None, typer.Option(
+        help="images per invocation, comma-separated (e.g. 1,10,100): SQS events of that "
+        "many images; recommends memory and batch together by cost per image")] = None,
     out: Annotated[Path, typer.Option(help="folder for tune.json and tune.html")]
     = Path("artifacts/tune"),
     as_json: JsonOpt = False,
@@ -575,6 +598,7 @@ def tune(
     def run() -> int:
         import tempfile
 
+        from optimizer.lambda_local import batch_tune
         from optimizer.lambda_local import tune as tuning
         from optimizer.lambda_local.deployable import open_deployable
         from optimizer.progress import Progress
@@ -582,14 +606,16 @@ def tune(
 
         if strategy not in tuning.STRATEGIES:
             raise BadInput(f"--strategy must be one of {', '.join(tuning.STRATEGIES)}")
-        sizes = _memory_sizes(memory)
-        progress = Progress()
+        sizes, progress = _memory_sizes(memory), Progress()
+        batches = _batch_sizes(batch) if batch else None
         with tempfile.TemporaryDirectory(prefix="optimizer-tune-") as work:
             dep = open_deployable(package, Path(work))
-            payload = _event(dep, event, one_image=True)
-            doc = tuning.run(dep, payload, sizes, invocations, strategy, timeout, concurrency,
-                             (instance_price, instance_vcpus) if instance_price else None,
-                             progress.log, cold_per_1000)
+            doc = batch_tune.run(
+                dep, _event_images(dep, event), sizes, batches, invocations, strategy,
+                timeout, cold_per_1000, progress.log) if batches else tuning.run(
+                dep, _event(dep, event, one_image=True), sizes, invocations, strategy,
+                timeout, concurrency, (instance_price, instance_vcpus)
+                if instance_price else None, progress.log, cold_per_1000)
         out.mkdir(parents=True, exist_ok=True)
         (out / "tune.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out / "tune.html").write_text(render(doc))

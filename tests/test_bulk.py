@@ -211,3 +211,39 @@ def test_the_packaged_zip_reads_and_writes_s3_under_the_local_lambda(zip_build, 
     assert [written[f"r/batch/{i}.png.json"]["top"][0]["label"]
             for i in range(len(images))] == want
     assert Path(out / "package" / "function.zip").is_file()
+
+
+def test_tune_sweeps_batch_sizes_and_recommends_memory_and_batch(zip_build, tmp_path):
+    from typer.testing import CliRunner
+
+    from optimizer.cli import app
+
+    out = zip_build[0] / "out"
+    result = CliRunner().invoke(app, ["tune", str(out), "--memory", "1024,1769", "--batch",
+                                      "1,8", "--invocations", "3", "--out",
+                                      str(tmp_path / "t"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    rows = {(r["memory_mb"], r["batch"]): r for r in doc["batch_rows"]}
+    assert sorted(rows) == [(1024, 1), (1024, 8), (1769, 1), (1769, 8)]
+    for (mb, n), r in rows.items():
+        assert not r["errors"] and r["invocations"] == 4
+        assert r["per_image_p50_ms"] == pytest.approx(r["p50_ms"] / n, abs=1e-3)
+        # the request charge, the compute and the cold starts' share, per image
+        from optimizer import targets
+
+        per_invocation = targets.cost_per_million(
+            r["mean_ms"], mb, "x86_64", (r["init_ms"] or 0) + r["cold_duration_ms"],
+            r["cold_starts_per_1000"])
+        assert r["cost_per_million_images_usd"] == pytest.approx(per_invocation / n,
+                                                                  abs=1e-4)
+    rec = doc["recommended"]
+    assert (rec["memory_mb"], rec["batch"]) == (doc["recommended_memory_mb"],
+                                                doc["recommended_batch"])
+    best = rows[(rec["memory_mb"], rec["batch"])]
+    assert rec["cost_vs_batch_1"] == pytest.approx(
+        best["cost_per_million_images_usd"]
+        / rows[(rec["memory_mb"], 1)]["cost_per_million_images_usd"], abs=1e-3)
+    assert [r["batch"] for r in doc["rows"]] == [1, 1]  # the memory sweep at batch 1
+    page = (tmp_path / "t" / "tune.html").read_text()
+    assert "Images per invocation" in page and page.count("<svg") == 2

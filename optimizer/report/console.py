@@ -180,6 +180,29 @@ def print_sizes(doc: dict[str, Any], console: Console | None = None) -> None:
     console.print("[green]fits[/]" if doc["ok"] else "[red]does not fit[/]")
 
 
+def _print_batches(doc: dict[str, Any], console: Console) -> None:
+    if not doc.get("batch_rows"):
+        return
+    t = Table(title=escape(f"images per invocation ({doc['event']})"))
+    for col in ("MB", "batch", "p50 ms", "per image ms", "images/s", "$ / 1M images",
+                "request share", "err"):
+        t.add_column(col, justify="right", no_wrap=True)
+    rec = doc.get("recommended") or {}
+    for r in doc["batch_rows"]:
+        mark = " *" if (r["memory_mb"], r["batch"]) == (rec.get("memory_mb"),
+                                                        rec.get("batch")) else ""
+        t.add_row(f"{r['memory_mb']}", f"{r['batch']}{mark}", f"{r['p50_ms']:.2f}",
+                  *("-" if r[k] is None else f"{r[k]:g}" for k in (
+                      "per_image_p50_ms", "images_per_second", "cost_per_million_images_usd",
+                      "request_charge_share")), str(len(r["errors"])))
+    console.print(t)
+    if rec:
+        console.print(f"recommended: {rec['memory_mb']} MB, {rec['batch']} images per "
+                      f"invocation, ${rec['cost_per_million_images_usd']} per 1M images"
+                      + (f" ({rec['cost_vs_batch_1']:.0%} of batch 1)"
+                         if rec.get("cost_vs_batch_1") else ""))
+
+
 def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or wide_console()
     t = Table(title=escape(f"{doc['package']} ({doc['kind']}): {doc['invocations']} warm "
@@ -210,6 +233,7 @@ def print_tune(doc: dict[str, Any], console: Console | None = None) -> None:
         console.print(f"always-on ${a['instance_hourly_usd']}/h ({a['instance_vcpus']} vCPU): "
                       f"cheaper above {a['crossover_requests_per_month']:,} requests/month "
                       f"(it can serve {a['instance_capacity_requests_per_month']:,})")
+    _print_batches(doc, console)
     rec = doc["recommended_memory_mb"]
     console.print(f"recommended ({doc['strategy']}): {rec} MB" if rec else
                   "no memory size ran without errors")

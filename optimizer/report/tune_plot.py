@@ -97,7 +97,56 @@ def render(doc: dict[str, Any]) -> str:
         + "<table border=1><tr><th>memory MB</th><th>vCPU</th><th>init ms</th>"
         "<th>first request ms</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th>"
         "<th>max memory MB</th><th>USD per 1M requests</th><th>errors</th></tr>"
-        f"{table}</table>" + _init_table(rows))
+        f"{table}</table>" + _init_table(rows) + _batch_section(doc))
+
+
+def _batch_chart(doc: dict[str, Any]) -> str:
+    rows = [r for r in doc["batch_rows"] if r.get("cost_per_million_images_usd") is not None]
+    if not rows:
+        return "<p>no batch size ran without errors: nothing to draw</p>"
+    rec = doc.get("recommended") or {}
+    with figure(11, 4.2, ncols=2) as (fig, (left, right)):
+        for mb in sorted({r["memory_mb"] for r in rows}):
+            mine = sorted((r for r in rows if r["memory_mb"] == mb), key=lambda r: r["batch"])
+            xs = [r["batch"] for r in mine]
+            left.plot(xs, [r["cost_per_million_images_usd"] for r in mine], "o-",
+                      label=f"{mb} MB")
+            right.plot(xs, [r["per_image_p50_ms"] for r in mine], "o-", label=f"{mb} MB")
+        for ax, key, title in ((left, "cost_per_million_images_usd",
+                                "USD per 1 million images (request charge, compute, cold "
+                                "starts)"), (right, "per_image_p50_ms",
+                                             "per-image p50, ms (invocation p50 / batch)")):
+            ax.set_xscale("log")
+            ax.set_xlabel("images per invocation")
+            ax.set_ylim(bottom=0)
+            ax.set_title(title, fontsize="medium")
+            ax.legend(frameon=False, fontsize="small")
+            if rec:
+                ax.plot([rec["batch"]], [rec[key]], "*", color="#d62728", markersize=16,
+                        zorder=5)
+        fig.tight_layout()
+        return svg(fig)
+
+
+def _batch_section(doc: dict[str, Any]) -> str:
+    if not doc.get("batch_rows"):
+        return ""
+    rec = doc.get("recommended")
+    keys = ("memory_mb", "batch", "p50_ms", "per_image_p50_ms", "images_per_second",
+            "cost_per_million_images_usd", "request_charge_share")
+    body = "".join("<tr>" + "".join(
+        f"<td>{'-' if r.get(k) is None else html.escape(str(r[k]))}</td>" for k in keys)
+        + f"<td>{len(r['errors'])}</td></tr>" for r in doc["batch_rows"])
+    head = (f"recommended: {rec['memory_mb']} MB with {rec['batch']} images per invocation, "
+            f"${rec['cost_per_million_images_usd']} per 1M images"
+            + (f" ({rec['cost_vs_batch_1']:.0%} of one image per invocation)"
+               if rec.get("cost_vs_batch_1") else "") if rec else "no recommendation")
+    return (f"<h3>Images per invocation ({html.escape(doc['event'])}): "
+            f"{html.escape(head)}</h3>" + _batch_chart(doc)
+            + "<table border=1><tr><th>memory MB</th><th>batch</th><th>invocation p50 ms"
+            "</th><th>per-image p50 ms</th><th>images/s per instance</th><th>USD per 1M "
+            "images</th><th>request charge share</th><th>errors</th></tr>" + body
+            + "</table>")
 
 
 def _init_table(rows: list[dict[str, Any]]) -> str:
