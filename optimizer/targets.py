@@ -131,6 +131,10 @@ RUNTIMES: dict[str, Runtime] = {
                 snap_start=True),
         Runtime(name="python3.13", python="3.13", os="Amazon Linux 2023", glibc="2.34",
                 snap_start=True),
+        # wheels checked 2026-12: onnxruntime, ai-edge-litert, numpy and pillow for both
+        # architectures, openvino for x86_64 (as for 3.13); none of tensorflow 2.21
+        Runtime(name="python3.14", python="3.14", os="Amazon Linux 2023", glibc="2.34",
+                snap_start=True),
     )
 }
 

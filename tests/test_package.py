@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from optimizer import archive, targets
 from optimizer.cli import app
+from optimizer.emulation import interpreters
 from optimizer.emulation import qemu as isa
 from optimizer.errors import BadInput
 from optimizer.package import elfcheck, lambda_zip, layers, sizes
@@ -264,7 +265,8 @@ def test_slimming_never_removes_a_library_a_kept_one_needs(tmp_path, monkeypatch
 
 @pytest.mark.parametrize(("target", "runtime"), [("x86_64", "python3.13"),
                                                  ("arm64", "python3.13"),
-                                                 ("arm64", "python3.12")])
+                                                 ("arm64", "python3.12"),
+                                                 ("x86_64", "python3.14")])
 def test_other_runtimes_and_architectures(tmp_path, tiny_keras, target, runtime):
     recipe = package_recipe(tmp_path, tiny_keras, "zip: {layers: 0}", name="other")
     text = recipe.read_text().replace("name: x86_64, runtime: python3.12",
@@ -276,7 +278,10 @@ def test_other_runtimes_and_architectures(tmp_path, tiny_keras, target, runtime)
     assert fn["runtime"] == runtime and fn["architecture"] == targets.TARGETS[target].arch
     names = zipfile.ZipFile(tmp_path / "out/package/function.zip").namelist()
     assert "handler/app.py" in names and any(n.startswith("onnxruntime/") for n in names)
-    if target == "arm64" and runtime == "python3.12":  # Debian has no aarch64 3.12 to emulate
+    if runtime == "python3.14" and interpreters.find_python("3.14") is None:
+        assert "no Python 3.14" in fn["proof"]["skipped"], fn["proof"]
+        assert any("cpython-314" in n for n in names if n.endswith(".so"))  # its wheels
+    elif target == "arm64" and runtime == "python3.12":  # no aarch64 3.12 to emulate
         assert "cannot run it natively" in fn["proof"]["skipped"]
         assert "no aarch64 Python 3.12" in fn["proof"]["skipped"]
         assert any("aarch64" in n for n in names if n.endswith(".so"))

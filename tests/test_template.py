@@ -121,3 +121,58 @@ def test_deploy_settings_are_checked_in_the_recipe(tmp_path: Path, tiny_keras):
         assert "function_url" in text and "timeout_s" in text
     else:
         raise AssertionError("bad deploy settings were accepted")
+
+
+def _events(events: dict, output: dict | None = None) -> tuple[str, dict]:
+    deploy = DeployConfig.model_validate({"events": events, "output": output})
+    text, _ = sam.render("tagger", "int8", ZIP, "python3.12", 1769, deploy, "recipe")
+    return text, resources(text)
+
+
+def test_a_bucket_feeding_a_queue_with_partial_failures_and_a_dead_letter_queue():
+    text, res = _events({"sqs": {"batch_size": 100, "maximum_batching_window_s": 5},
+                         "s3": {"bucket": "photos-in", "prefix": "up/"}},
+                        {"bucket": "tags-out", "prefix": "tags/"})
+    assert lint(text) == []
+    fn = res["Function"]["Properties"]
+    queue = fn["Events"]["Queue"]["Properties"]
+    assert queue["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert (queue["BatchSize"], queue["MaximumBatchingWindowInSeconds"]) == (100, 5)
+    redrive = res["Queue"]["Properties"]["RedrivePolicy"]
+    assert redrive == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+                       "maxReceiveCount": 5}
+    assert res["Queue"]["Properties"]["VisibilityTimeout"] >= 6 * 30
+    [notify] = res["InputBucket"]["Properties"]["NotificationConfiguration"][
+        "QueueConfigurations"]
+    assert notify["Queue"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    assert notify["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "up/"}]
+    sender = res["QueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert sender["Condition"] == {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::photos-in"}}
+    # least privilege: read the input prefix, write the output prefix, nothing else
+    grants = [(st["Action"], st["Resource"]) for p in fn["Policies"] for st in p["Statement"]]
+    assert grants == [(["s3:GetObject"], "arn:aws:s3:::photos-in/up/*"),
+                      (["s3:PutObject"], "arn:aws:s3:::tags-out/tags/*")]
+    assert fn["Environment"]["Variables"] == {"OPTIMIZER_OUTPUT_BUCKET": "tags-out",
+                                              "OPTIMIZER_OUTPUT_PREFIX": "tags/"}
+
+
+def test_a_bucket_invoking_the_function_directly_retries_into_a_dead_letter_queue():
+    text, res = _events({"s3": {"bucket": "photos-in"}})
+    assert lint(text) == []
+    fn = res["Function"]["Properties"]
+    assert fn["Events"]["Upload"]["Type"] == "S3"
+    assert fn["Events"]["Upload"]["Properties"]["Bucket"] == {"Ref": "InputBucket"}
+    assert fn["DeadLetterQueue"]["TargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert fn["EventInvokeConfig"] == {"MaximumRetryAttempts": 2}
+    assert "Environment" not in fn and "Queue" not in res
+
+
+@pytest.mark.parametrize(("deploy", "says"), [
+    ({"events": {"sqs": {"batch_size": 100}}}, "maximum_batching_window_s of at least 1"),
+    ({"events": {"s3": {"bucket": "pics", "prefix": "in/"}},
+      "output": {"bucket": "pics", "prefix": "in/tags/"}}, "invoke the function again"),
+    ({"events": {"s3": {"bucket": "Not_A_Bucket"}}}, "String should match pattern"),
+])
+def test_event_settings_that_cannot_work_are_refused(deploy, says):
+    with pytest.raises(ValueError, match=says):
+        DeployConfig.model_validate(deploy)

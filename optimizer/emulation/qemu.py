@@ -18,6 +18,7 @@ from pathlib import Path
 
 from optimizer import targets
 from optimizer.emulation.debian import SUITE_FOR_PYTHON, sysroot
+from optimizer.emulation.interpreters import find_python
 from optimizer.errors import PackageFailed
 
 # target name -> (qemu-user binary, -cpu model); None: no emulation can prove it
@@ -54,8 +55,8 @@ def emulator(target: str, python: str | None = None, log=print) -> Emulator | No
     if spec is None or (path := shutil.which(spec[0])) is None:
         return None
     arch = targets.TARGETS[target].arch
-    if arch == platform.machine():
-        return Emulator(path, spec[1])
+    if arch == platform.machine():  # this machine's own Python of that version, emulated
+        return Emulator(path, spec[1]) if python is None or find_python(python) else None
     if python is None or python not in SUITE_FOR_PYTHON:
         return None
     root = sysroot(arch, SUITE_FOR_PYTHON[python], log)
@@ -78,6 +79,8 @@ def why_not(target: str, python: str | None = None) -> str:
         return f"qemu cannot emulate {targets.TARGETS[target].isa}; prove it on such a host"
     if shutil.which(EMULATORS[target][0]) is None:
         return f"{EMULATORS[target][0]} is not installed (Debian: apt-get install qemu-user)"
+    if targets.TARGETS[target].arch == platform.machine():
+        return f"no Python {python} here to run under {EMULATORS[target][0]}"
     return (f"no {targets.TARGETS[target].arch} Python {python} to emulate: Debian ships "
             + ", ".join(f"{v} in {s}" for v, s in SUITE_FOR_PYTHON.items()))
 

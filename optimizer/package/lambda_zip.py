@@ -163,18 +163,21 @@ def make_and_prove(plan: ZipPlan, function_dir: Path, deps: Path, samples: list[
     zips, pyc = _write_all(function_dir, deps, plan, out)
     records, limits = describe(zips)
     _check_limits(limits, plan)
-    if native := interpreters.can_run(plan.arch):
+    here = interpreters.can_run(plan.arch) and interpreters.find_python(plan.python)
+    if here:
         result = prove(zips, plan, proof_events(samples, max_images))
         proof = {**check_proof(result["responses"], samples, max_images, "zip", answers),
                  "python": result["python"], "init_ms": round(result["init_ms"], 1),
                  "init_breakdown": result["init_breakdown"], "caps": result["caps"]}
     emulated, checked = _prove_isa(zips, plan, samples, answers, max_images, target, log)
-    if native:
+    if here:
         proof["isa"] = emulated
-    elif checked:  # a foreign CPU: the emulated run is the proof
+    elif checked:  # a foreign CPU, or no such Python here: the emulated run is the proof
         proof = {**checked, "isa": emulated}
     else:
-        proof = {"skipped": f"the package is for {plan.arch} and this machine cannot run it "
-                            f"natively; {emulated['skipped']}"}
+        why = (f"no Python {plan.python} on this machine to run it (pyenv install "
+               f"{plan.python})" if interpreters.can_run(plan.arch) else
+               f"the package is for {plan.arch} and this machine cannot run it natively")
+        proof = {"skipped": f"{why}; {emulated['skipped']}"}
     return {"records": records, "limits": [lim.__dict__ for lim in limits], "proof": proof,
-            "proved": native or checked is not None, "bytecode": pyc}
+            "proved": bool(here) or checked is not None, "bytecode": pyc}

@@ -19,7 +19,7 @@ from optimizer.artifact import Artifact
 from optimizer.cache import make_key
 from optimizer.codekey import code_of
 from optimizer.data.dataset import Dataset
-from optimizer.emulation import qemu
+from optimizer.emulation import interpreters, qemu
 from optimizer.model import sha256_tree, size_bytes
 from optimizer.package import image, lambda_zip, sam
 from optimizer.package.dependencies import CachedDir, Dependencies
@@ -157,7 +157,10 @@ class Packager:
         target = self.recipe.target.name
         key = make_key({"zip": deps.name, "function": sha256_tree(function_dir),
                         "plan": plan.__dict__, "code": code_of(lambda_zip.make_and_prove),
-                        "provers": qemu.provers(target)})
+                        "provers": qemu.provers(target),
+                        # a proof skipped for want of the runtime's Python is made again
+                        # once one is installed
+                        "python_here": str(interpreters.find_python(plan.python))})
 
         def produce(tmp: Path) -> None:
             result = lambda_zip.make_and_prove(plan, function_dir, deps / "deps", samples,

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from optimizer import __version__, targets
+from optimizer.package import sam_events
 from optimizer.recipe.schema import DeployConfig
 
 TEMPLATE = "template.yaml"
@@ -78,6 +79,8 @@ def render(name: str, model: str, records: list[dict[str, Any]], runtime: str,
         resources[logical] = _function(props, deploy, False)
         if deploy.snap_start:
             notes.append(f"SnapStart off for {logical}: {snap_start_note('image', runtime)}")
+    if "Function" in resources:  # queue and bucket traffic go to the first function
+        sam_events.add(deploy, resources["Function"]["Properties"], resources, outputs)
     for logical in (k for k in ("Function", "ImageFunction") if k in resources):
         outputs[f"{logical}Arn"] = {"Value": {"Fn::GetAtt": [logical, "Arn"]}}
         if deploy.function_url:

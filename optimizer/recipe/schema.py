@@ -428,8 +428,54 @@ class TuneConfig(Strict):
         return v
 
 
+class SqsEvents(Strict):
+    """A queue feeding the function, with a dead-letter queue behind it."""
+
+    batch_size: int = Field(default=10, ge=1, le=10_000, description="messages an invocation "
+                            "takes at most (optimizer tune --batch measures the trade)")
+    maximum_batching_window_s: int = Field(
+        default=0, ge=0, le=300, description="how long Lambda gathers messages before it "
+        "invokes; at least 1 for a batch_size over 10 (Lambda's rule)")
+    max_receive_count: int = Field(default=5, ge=1, le=1000, description="deliveries of a "
+                                   "message before it goes to the dead-letter queue")
+
+    @model_validator(mode="after")
+    def _window(self) -> SqsEvents:
+        if self.batch_size > 10 and self.maximum_batching_window_s < 1:
+            raise ValueError(f"batch_size {self.batch_size} is over 10: Lambda then needs "
+                             "maximum_batching_window_s of at least 1")
+        return self
+
+
+class S3Location(Strict):
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                        description="bucket name (3 to 63 lowercase letters, digits, . and -)")
+    prefix: str = Field(default="", max_length=1024, description="key prefix")
+
+
+class EventsConfig(Strict):
+    """Where the images come from besides direct and HTTP calls: a queue, objects landing in
+    a bucket, or both (the bucket notifies the queue)."""
+
+    sqs: SqsEvents | None = None
+    s3: S3Location | None = None
+
+
 class DeployConfig(Strict):
     """What template.yaml (AWS SAM) sets besides what the build decides."""
+
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    output: S3Location | None = Field(default=None, description="where each input object's "
+                                      "result is written (one JSON object per input)")
+
+    @model_validator(mode="after")
+    def _no_loop(self) -> DeployConfig:
+        s3, out = self.events.s3, self.output
+        if s3 and out and s3.bucket == out.bucket and out.prefix.startswith(s3.prefix):
+            raise ValueError(f"output s3://{out.bucket}/{out.prefix} is inside the input "
+                             f"s3://{s3.bucket}/{s3.prefix}: every result would invoke the "
+                             "function again; give the output another bucket or prefix")
+        return self
 
     timeout_s: int = Field(default=30, ge=1, le=int(targets.LIMITS.max_timeout_s))
     function_url: Literal["AWS_IAM", "NONE"] | None = Field(
