@@ -116,6 +116,7 @@ VCPU_STEPS: tuple[tuple[int, int], ...] = (
 )
 
 PRICE_PER_REQUEST = 0.20 / 1_000_000
+HOURS_PER_MONTH = 730  # AWS's pricing month
 # cold starts assumed per 1,000 requests where the recipe or `tune` does not say: 1%, a
 # cautious figure for steady traffic (bursty or rare traffic has far more)
 DEFAULT_COLD_STARTS_PER_1000 = 10.0

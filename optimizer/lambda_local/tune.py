@@ -131,9 +131,9 @@ def concurrent(dep: Deployable, event: Any, memory_mb: int, instances: int, requ
 
 def crossover(row: dict, throughput_rps: float, hourly_usd: float, vcpus: int) -> dict:
     """Monthly requests above which an always-on instance is cheaper than Lambda."""
-    monthly_instance = hourly_usd * 730
+    monthly_instance = hourly_usd * targets.HOURS_PER_MONTH
     per_request = row["cost_per_million_usd"] / 1e6
-    capacity = throughput_rps * 730 * 3600
+    capacity = throughput_rps * targets.HOURS_PER_MONTH * 3600
     return {
         "instance_hourly_usd": hourly_usd, "instance_vcpus": vcpus,
         "instance_monthly_usd": round(monthly_instance, 2),

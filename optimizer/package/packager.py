@@ -105,7 +105,7 @@ class Packager:
             rec.update(model=art.name, model_runtime=kind)
         if cfg.tune is not None:
             # batch 1, like every latency in the report
-            self._tune(out, work, sample_event([samples[0].png]))
+            self._tune(out, work, sample_event([samples[0].png]), [x.png for x in samples])
         self._template(art.name, out, work)
         return out
 
@@ -122,8 +122,10 @@ class Packager:
         out.files.append(work / sam.TEMPLATE)
         out.notes.extend(notes)
 
-    def _tune(self, out: Packages, work: Path, event: dict) -> None:
-        """The memory sweep of `optimizer tune`, on the zip if there is one, else the image."""
+    def _tune(self, out: Packages, work: Path, event: dict, images: list[bytes]) -> None:
+        """The memory sweep of `optimizer tune`, on the zip if there is one, else the image;
+        with batch sizes, the sweep of `optimizer tune --batch` over `images`."""
+        from optimizer.lambda_local import batch_tune
         from optimizer.lambda_local import tune as tuning
         from optimizer.lambda_local.deployable import open_deployable
         from optimizer.report.tune_plot import render
@@ -131,24 +133,27 @@ class Packager:
         cfg = self.recipe.package.tune
         assert cfg is not None
         zips = [f for f in out.files if f.suffix == ".zip"]
-        images = [r["ref"] for r in out.records if r["kind"] == "image"]
+        refs = [r["ref"] for r in out.records if r["kind"] == "image"]
         if zips:
             pkg = work / "tune-package"
             pkg.mkdir()
             for f in zips:
                 shutil.copyfile(f, pkg / f.name)
             target = str(pkg)
-        elif images:
-            target = f"docker://{images[0]}"
+        elif refs:
+            target = f"docker://{refs[0]}"
         else:
             out.notes.append("tune: nothing to run (no zip, and no image in an engine)")
             return
         self.progress.log(f"[cyan]tune[/]   {target.rsplit('/', 1)[-1]} at "
                           f"{', '.join(map(str, cfg.memory))} MB")
         dep = open_deployable(target, work / "tune-run")
-        out.tune = tuning.run(dep, event, cfg.memory, cfg.invocations, cfg.strategy,
-                              cfg.timeout_s, progress=self.progress.log,
-                              cold_starts_per_1000=self.recipe.gates.cold_starts_per_1000)
+        cold = self.recipe.gates.cold_starts_per_1000
+        out.tune = batch_tune.run(
+            dep, images, cfg.memory, sorted(set(cfg.batch)), cfg.invocations, cfg.strategy,
+            cfg.timeout_s, cold, self.progress.log) if cfg.batch != [1] else tuning.run(
+            dep, event, cfg.memory, cfg.invocations, cfg.strategy, cfg.timeout_s,
+            progress=self.progress.log, cold_starts_per_1000=cold)
         (work / "tune.html").write_text(render(out.tune))
         out.files.append(work / "tune.html")
 

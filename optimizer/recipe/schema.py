@@ -417,6 +417,10 @@ class TuneConfig(Strict):
     invocations: int = Field(default=10, ge=1, le=10_000)
     strategy: Literal["cost", "speed", "balanced"] = "balanced"
     timeout_s: float = Field(default=30.0, gt=0, le=targets.LIMITS.max_timeout_s)
+    batch: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=lambda: [1], min_length=1, description="images per invocation; more "
+        "than [1] sweeps SQS events of each size too and recommends memory and batch together "
+        "(`optimizer tune --batch`)")
 
     @field_validator("memory")
     @classmethod

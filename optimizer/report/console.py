@@ -83,18 +83,33 @@ def print_summary(r: dict[str, Any], out_dir: Path, console: Console | None = No
             f"teacher, {ts.get('speedup_vs_teacher_onnx', ts['speedup_vs_teacher'])}x faster, "
             f"{ts.get('smaller_vs_teacher_onnx', ts['smaller_vs_teacher'])}x smaller "
             f"(teacher as {'ONNX' if 'teacher_onnx' in ts else 'trained'})"))
-    if par := (r.get("migration") or {}).get("conversion"):
+    _print_migration(r.get("migration") or {}, console)
+    console.print(escape(f"report: {out_dir / 'report.md'}"))
+
+
+def _print_migration(m: dict[str, Any], console: Console) -> None:
+    if par := m.get("conversion"):
         p = par["parity"]
         console.print(f"MXNet -> ONNX: max |diff| {p['max_abs_diff']:.3g} over {p['samples']} "
                       f"test images, top-1 agreement {p['top1_agreement']:.4f}")
         if (h := par.get("handler")) and h["verdict"] != "not run":
             console.print(escape(f"handler {h['handler']}: {h['top1_agreement']:.2f}% top-1 "
                                  f"agreement over {h['samples']} test images"))
-    for b in (r.get("migration") or {}).get("cost", {}).get("baselines", []):
+    for b in m.get("cost", {}).get("baselines", []):
         if below := b["lambda_cheaper_below_images_per_hour"]:
             console.print(f"{b['setup']}: ${b['usd_per_million_images']} per 1M images at "
                           f"full load; Lambda is cheaper below {below:,} images/h")
-    console.print(escape(f"report: {out_dir / 'report.md'}"))
+        if above := b.get("instance_cheaper_above_images_per_month_by_batch"):
+            console.print(f"{b['setup']} (${b['usd_per_month']}/month, at most "
+                          f"{b['capacity_images_per_month']:,} images/month): "
+                          + "; ".join(crossover_text(n, k, b['capacity_images_per_month'])
+                                      for k, n in above.items()))
+
+
+def crossover_text(images: int, batch: str, capacity: int) -> str:
+    if images > capacity:
+        return f"Lambda at batch {batch} is cheaper at any load it can serve"
+    return f"cheaper above {images:,} images/month than Lambda at batch {batch}"
 
 
 def print_targets(console: Console | None = None) -> None:

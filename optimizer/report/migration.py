@@ -58,12 +58,32 @@ def section(r: dict[str, Any], baselines: list[str]) -> dict[str, Any] | None:
                 "lambda_cheaper_below_images_per_hour":
                     round(b.usd_per_hour / best * 1_000_000) if best else None,
                 "lambda_vs_full_load": round(best / per_m, 4) if best else None,
+                **_crossover(b, best, r.get("tune")),
             })
         out["cost"] = {"baselines": rows, "lambda": lam, "source": targets.BASELINES[
             baselines[0]].source, "note": "Baselines are AWS's published sizing for their own "
             "workload, kept at full load 24/7; Lambda rows are this model, billed per request; "
             "'cheaper below' uses the cheapest Lambda row"}
     return out
+
+
+def _crossover(b: targets.Baseline, batch_1: float | None,
+               tune: dict[str, Any] | None) -> dict[str, Any]:
+    """Images a month above which the always-on setup is the cheaper one, with Lambda at
+    one image per invocation and at the recommended batch (as AWS's Elastic Inference
+    migration post drew it), and how many the setup can serve in a month at all."""
+    monthly = b.usd_per_hour * targets.HOURS_PER_MONTH
+    above: dict[str, int] = {}
+    if batch_1:
+        above["1"] = round(monthly / batch_1 * 1_000_000)
+    rec = (tune or {}).get("recommended")
+    if rec and rec.get("cost_per_million_images_usd"):
+        above[str(rec["batch"])] = round(monthly / rec["cost_per_million_images_usd"]
+                                         * 1_000_000)
+    return {"usd_per_month": round(monthly, 2),
+            "capacity_images_per_month": round(b.images_per_second * 3600
+                                               * targets.HOURS_PER_MONTH),
+            "instance_cheaper_above_images_per_month_by_batch": above}
 
 
 def markdown(m: dict[str, Any]) -> list[str]:
@@ -93,17 +113,22 @@ def markdown(m: dict[str, Any]) -> list[str]:
     if cost := m.get("cost"):
         lines += ["", "## Cost against the old setup", "",
                   "| setup | workload | images/s | latency ms | $/hour | $ per 1M images | "
-                  "Lambda cheaper below |", "|---|---|---:|---:|---:|---:|---:|"]
+                  "Lambda cheaper below | setup cheaper above (images/month, by Lambda "
+                  "batch) |", "|---|---|---:|---:|---:|---:|---:|---|"]
         for b in cost["baselines"]:
             below = b["lambda_cheaper_below_images_per_hour"]
+            above = b.get("instance_cheaper_above_images_per_month_by_batch") or {}
             lines.append(f"| {b['setup']} | {b['workload']} | {b['images_per_second']} | "
                          f"{b['latency_ms'] or '-'} | {b['usd_per_hour']} | "
                          f"{b['usd_per_million_images']} | "
-                         f"{f'{below:,} images/h' if below else '-'} |")
+                         f"{f'{below:,} images/h' if below else '-'} | "
+                         + (", ".join(f"{n:,} at batch {k}" + (
+                             " (more than it serves)" if n > b["capacity_images_per_month"]
+                             else "") for k, n in above.items()) or "-") + " |")
         for x in cost["lambda"]:
             mark = " (recommended)" if x["recommended"] else ""
             lines.append(f"| {x['setup']}{mark} | this model | - | {x['latency_ms']} | per "
-                         f"request | {x['usd_per_million_images']} | - |")
+                         f"request | {x['usd_per_million_images']} | - | - |")
         lines += ["", f"Baselines: {cost['source']}. {cost['note']}.",
                   f"Lambda rows: {cost['lambda'][0]['method'] if cost['lambda'] else '-'}."]
     return lines
