@@ -9,7 +9,7 @@ notifications may also invoke the function directly; their keys arrive URL-encod
 
 boto3 is imported only here, on the first S3 item: Lambda's Python runtimes carry it, so
 packages never do, and API traffic never pays for its import. Objects are fetched by a
-few threads while earlier ones are classified, at most two chunks in memory, each object
+32 threads while earlier ones are classified, at most two chunks in memory, each object
 under a size cap, with client timeouts so an unreachable bucket fails items, not the
 invocation. With OPTIMIZER_OUTPUT_BUCKET set (the deployment's output location) each
 input object's result is one JSON object written there (a PUT is atomic), named from the
@@ -36,8 +36,10 @@ import numpy as np
 
 from .pixels import NotAnImage, decode
 
-CHUNK = 16  # images classified together; one chunk fetched while another is classified
-FETCH_THREADS = 8
+# images classified together; the next chunk is fetched meanwhile, so at most two chunks
+# of objects under the cap are in memory (S3 GETs wait on the network: many at once)
+CHUNK = 32
+FETCH_THREADS = 32
 MAX_OBJECT_BYTES = int(os.environ.get("OPTIMIZER_MAX_OBJECT_BYTES", 20 << 20))
 OUTPUT_BUCKET = "OPTIMIZER_OUTPUT_BUCKET"
 OUTPUT_PREFIX = "OPTIMIZER_OUTPUT_PREFIX"
@@ -130,13 +132,22 @@ def items(event: dict) -> list[Item]:
     return out
 
 
-def _client():
-    """S3 as the function's role sees it; AWS_ENDPOINT_URL(_S3) points elsewhere (tests)."""
-    import boto3
-    from botocore.config import Config
+_CLIENTS: dict[tuple[str, ...], Any] = {}
 
-    return boto3.client("s3", config=Config(connect_timeout=3, read_timeout=10,
-                                            retries={"max_attempts": 2, "mode": "standard"}))
+
+def _client():
+    """S3 as the function's role sees it; AWS_ENDPOINT_URL(_S3) points elsewhere (tests).
+    Made once per instance, as AWS advises: a new client costs tens of milliseconds."""
+    where = tuple(os.environ.get(k, "") for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                                                  "AWS_ACCESS_KEY_ID", "AWS_REGION"))
+    if where not in _CLIENTS:
+        import boto3
+        from botocore.config import Config
+
+        _CLIENTS[where] = boto3.client("s3", config=Config(
+            connect_timeout=3, read_timeout=10, max_pool_connections=FETCH_THREADS,
+            retries={"max_attempts": 2, "mode": "standard"}))
+    return _CLIENTS[where]
 
 
 def _fetch(s3, item: Item) -> Item:
@@ -222,19 +233,12 @@ def handle(event: dict, infer: Infer, model: dict) -> dict:
     for a direct S3 notification, the results and the failures."""
     todo = items(event)
     bucket, prefix = os.environ.get(OUTPUT_BUCKET), os.environ.get(OUTPUT_PREFIX, "")
-    client: list[Any] = []
-
-    def s3_of() -> Any:
-        if not client:
-            client.append(_client())
-        return client[0]
-
     results = []
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        for chunk in _chunks(pool, s3_of, todo):
+        for chunk in _chunks(pool, _client, todo):
             answered = _classify(chunk, infer)
             if bucket:
-                list(pool.map(lambda a: _put(s3_of(), bucket, prefix, a[0], a[1], model),
+                list(pool.map(lambda a: _put(_client(), bucket, prefix, a[0], a[1], model),
                               answered))
             results += [{"record": it.record, "key": it.key, "top": top}
                         for it, top in answered if it.error is None]
