@@ -204,7 +204,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
-        server.terminate()
+        server.kill()  # moto's server does not always end on SIGTERM
         server.wait(timeout=30)
     best = min(rows, key=lambda r: r["cost_per_million_images_usd"])
     one = next(r for r in rows if r["batch"] == 1)

@@ -220,14 +220,14 @@ def test_tune_sweeps_batch_sizes_and_recommends_memory_and_batch(zip_build, tmp_
 
     out = zip_build[0] / "out"
     result = CliRunner().invoke(app, ["tune", str(out), "--memory", "1024,1769", "--batch",
-                                      "1,8", "--invocations", "3", "--out",
+                                      "1,8", "--invocations", "2", "--out",
                                       str(tmp_path / "t"), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     rows = {(r["memory_mb"], r["batch"]): r for r in doc["batch_rows"]}
     assert sorted(rows) == [(1024, 1), (1024, 8), (1769, 1), (1769, 8)]
     for (mb, n), r in rows.items():
-        assert not r["errors"] and r["invocations"] == 4
+        assert not r["errors"] and r["invocations"] == 3
         assert r["per_image_p50_ms"] == pytest.approx(r["p50_ms"] / n, abs=1e-3)
         # the request charge, the compute and the cold starts' share, per image
         from optimizer import targets
