@@ -8,7 +8,7 @@ Lambda retries only those. A record's body is a base64 image, an S3 reference
 notifications may also invoke the function directly; their keys arrive URL-encoded.
 
 boto3 is imported only here, on the first S3 item: Lambda's Python runtimes carry it, so
-packages never do, and API traffic never pays for its import. Objects are fetched by a
+packages never do, and API traffic never pays for its import. Objects are fetched by
 32 threads while earlier ones are classified, at most two chunks in memory, each object
 under a size cap, with client timeouts so an unreachable bucket fails items, not the
 invocation. With OPTIMIZER_OUTPUT_BUCKET set (the deployment's output location) each
