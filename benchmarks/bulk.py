@@ -222,11 +222,12 @@ def _check(s3, keys: list[str], bad: set[str], prefix: str, failed: dict[str, in
 
 
 def _crossover() -> dict | None:
+    """Built every time (cached steps make it short): a report from older code or an older
+    baseline list would be a stale answer."""
     out = ROOT / "artifacts" / "resnet-eia-migration"
-    if not (out / "report.json").is_file():
-        subprocess.run([sys.executable, "-m", "optimizer", "build",
-                        "recipes/resnet-eia-migration.yaml"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "optimizer", "build",
+                    "recipes/resnet-eia-migration.yaml"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
     report = json.loads((out / "report.json").read_text())
     cost = (report.get("migration") or {}).get("cost")
     if not cost:
@@ -295,6 +296,11 @@ def main() -> None:
               f" {c['bad_reported_once']:>4}/{c['bad']}")
     print(f"recommended batch {best['batch']}: {doc['cost_recommended_vs_batch_1']:.1%} of the "
           f"cost per image at batch 1; wrote {out}")
+    for b in (doc["crossover"] or {}).get("baselines", []):
+        above = ", ".join(f"{n:,} at batch {k}" for k, n in
+                          b["instance_cheaper_above_images_per_month_by_batch"].items())
+        print(f"resnet-eia-migration vs {b['setup']} (${b['usd_per_month']}/month, serves "
+              f"{b['capacity_images_per_month']:,}/month): cheaper above {above} images/month")
 
 
 if __name__ == "__main__":

@@ -263,6 +263,14 @@ BASELINES: dict[str, Baseline] = {
         Baseline(name="m5.large+eia1.medium", hardware="m5.large with an eia1.medium "
                  "accelerator", usd_per_hour=0.096 + 0.13, images_per_second=19.08,
                  latency_ms=52.0, workload=_EI_WORKLOAD, source=_EI_SOURCE),
+        # priced as Curalate's migration post (AWS ML blog, 2019) priced it, per month; EI
+        # throughput is the accelerator's, so the eia1.medium figure above stands for it
+        Baseline(name="c5.xlarge+eia1.medium", hardware="c5.xlarge with an eia1.medium "
+                 "accelerator", usd_per_hour=round(220.82 / HOURS_PER_MONTH, 5),
+                 images_per_second=19.08, latency_ms=52.0, workload=_EI_WORKLOAD,
+                 source="Curalate's Elastic Inference post on the AWS ML blog ($220.82 a "
+                 "month); throughput is the eia1.medium's from AWS's sizing (the accelerator, "
+                 "not the host, bounds it); EI is end of life"),
     )
 }
 

@@ -40,3 +40,16 @@ def test_an_expensive_lambda_crosses_within_what_the_instance_serves():
     assert batch == "1" and above < m5["capacity_images_per_month"]
     text = "\n".join(migration.markdown(migration.section(r, ["m5.large+eia1.medium"])))
     assert f"{above:,} at batch 1 |" in text
+
+
+def test_the_blogs_own_crossover_comes_back_from_its_numbers():
+    """Curalate's post: c5.xlarge + eia.medium at $220.82 a month crossed ResNet-152 on
+    Lambda at about 7.5 million images a month, i.e. Lambda at ~$29.44 per 1M images."""
+    names = ["c5.xlarge", "c5.xlarge+eia1.medium"]
+    section = migration.section(_report(29.44, None), names)
+    [_, ei] = section["cost"]["baselines"]
+    assert ei["usd_per_month"] == 220.82
+    above = ei["instance_cheaper_above_images_per_month_by_batch"]["1"]
+    assert above == pytest.approx(7_500_000, rel=0.001)
+    # each baseline's source is named, not only the first one's
+    assert all(targets.BASELINES[n].source in section["cost"]["source"] for n in names)

@@ -60,10 +60,12 @@ def section(r: dict[str, Any], baselines: list[str]) -> dict[str, Any] | None:
                 "lambda_vs_full_load": round(best / per_m, 4) if best else None,
                 **_crossover(b, best, r.get("tune")),
             })
-        out["cost"] = {"baselines": rows, "lambda": lam, "source": targets.BASELINES[
-            baselines[0]].source, "note": "Baselines are AWS's published sizing for their own "
-            "workload, kept at full load 24/7; Lambda rows are this model, billed per request; "
-            "'cheaper below' uses the cheapest Lambda row"}
+        sources = dict.fromkeys(targets.BASELINES[n].source for n in baselines)
+        note = ("Baselines are published sizing for their own workload, not this model, "
+                "kept at full load 24/7; Lambda rows are this model, billed per request; "
+                "'cheaper below' uses the cheapest Lambda row")
+        out["cost"] = {"baselines": rows, "lambda": lam, "source": "; ".join(sources),
+                       "note": note}
     return out
 
 
