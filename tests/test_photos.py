@@ -16,7 +16,7 @@ from PIL import Image
 
 from optimizer.data.folder import read_image
 from optimizer.emulation import interpreters
-from optimizer.handler.pixels import decode
+from optimizer.handler.pixels import NotAnImage, decode
 from optimizer.preprocess_spec import Preprocess, apply
 
 SPECS = [
@@ -90,6 +90,17 @@ def test_decode_applies_orientation_and_converts_modes(tmp_path):
     assert grey.dtype == np.uint8 and grey.shape == (32, 48)
     assert grey[0, 0] == 0 and grey[-1, -1] == 255 and abs(int(grey[16, 0]) - 128) < 3
     assert decode(files["webp"].read_bytes()).shape == (32, 48, 3)
+
+
+def test_an_undecodable_file_is_named_by_its_format_not_by_pillows_buffer():
+    """An iPhone's default photo format is HEIC, which Pillow cannot open: say so."""
+    heic = b"\x00\x00\x00\x18ftypheic" + bytes(100)
+    with pytest.raises(NotAnImage, match=r"HEIC is not supported; send JPEG"):
+        decode(heic)
+    with pytest.raises(NotAnImage) as caught:
+        decode(b"not an image at all")
+    assert "cannot identify image file" in str(caught.value)
+    assert "BytesIO" not in str(caught.value) and "0x" not in str(caught.value)
 
 
 def test_resize_conventions_and_bgr():

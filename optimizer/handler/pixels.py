@@ -52,7 +52,21 @@ def decode(data: bytes) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, KeyError,
             TypeError, ZeroDivisionError) as exc:
-        raise NotAnImage(f"not a decodable image ({type(exc).__name__}: {exc})") from None
+        raise NotAnImage(_undecodable(data, exc)) from None
+
+
+# ISO BMFF brands of the formats Pillow cannot open here (the package drops AVIF's codec)
+_UNREADABLE_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF",
+                      b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _undecodable(data: bytes, exc: Exception) -> str:
+    """Names the format where it is one a phone sends (an iPhone's default is HEIC), so the
+    fix (send JPEG) is in the message; Pillow's own text names a BytesIO, not the image."""
+    if data[4:8] == b"ftyp" and (name := _UNREADABLE_BRANDS.get(data[8:12])):
+        return f"not a decodable image ({name} is not supported; send JPEG, PNG or WebP)"
+    text = str(exc).replace(" <_io.BytesIO object", "").split(" at 0x")[0]
+    return f"not a decodable image ({type(exc).__name__}: {text})"
 
 
 def _canonical(img: Image.Image) -> np.ndarray:
