@@ -109,7 +109,9 @@ def available() -> str | None:
 
 
 def start(resource: str = "target_x86_64_avx2") -> Cluster:
-    ray = str(Path(sys.executable).parent / "ray")
+    # Ray's CLI on this interpreter: a venv made with --system-site-packages has no `ray`
+    # script of its own, and another interpreter's would load another checkout
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
     ns = f"optimizer-ray-{os.getpid()}"
     # Ray's socket paths must stay under 107 characters: a short folder of its own
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -124,7 +126,7 @@ def start(resource: str = "target_x86_64_avx2") -> Cluster:
              "--temp-dir", str(temp)],
             ["--address", cluster.address, "--resources", f'{{"{resource}": 1}}'],
         ):
-            res = cluster.run(ray, "start", *args, *common, timeout=120,
+            res = cluster.run(*ray, "start", *args, *common, timeout=120,
                               env={**os.environ, "RAY_ADDRESS": ""})
             if res.returncode != 0:
                 raise RuntimeError(f"ray start {' '.join(args)} failed: {res.stderr[-2000:]}")
